@@ -1,0 +1,89 @@
+"""Helpers every command shares: which store to open, and how to print listings."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import EcapError
+from ..store import Store, default_store_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store", "store_ref", envvar="ECAP_STORE", default=None,
+        help="SQLAlchemy URL, a .db file, or a spec whose store to use "
+             "(default: $ECAP_STORE, else ./ecap.db).")(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
+    """Resolve ``--store``: a URL, a SQLite file, or a spec file (its ``store:`` or its folder).
+
+    Relative SQLite paths inside a spec resolve against the spec's folder.
+    """
+    if ref is None:
+        return default_store_url(spec_dir or Path.cwd())
+    if "://" in ref:
+        if spec_dir and ref.startswith("sqlite:///") and not ref.startswith("sqlite:////"):
+            relative = ref.removeprefix("sqlite:///")
+            if relative and relative != ":memory:":
+                return f"sqlite:///{(spec_dir / relative).resolve()}"
+        return ref
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        from ..spec import ENV_PATTERN
+
+        raw = yaml.safe_load(path.read_text()) or {}
+        declared = raw.get("store") if isinstance(raw, dict) else None
+        if declared:
+            declared = ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""),
+                                       declared)
+        return store_url(declared or None, path.resolve().parent)
+    return f"sqlite:///{path.resolve()}"
+
+
+def open_store(ref: str | None, *, auto_upgrade: bool = False) -> Store:
+    """Open an existing store for the reading commands (which never upgrade someone's data)."""
+    url = store_url(ref)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise EcapError(f"no store at {url.removeprefix('sqlite:///')}; run a pipeline first, "
+                        "or point --store (or $ECAP_STORE) at one")
+    return Store(url, auto_upgrade=auto_upgrade)
+
+
+def emit(rows: Any, as_json: bool, *, columns: Sequence[str] = (), title: str | None = None
+         ) -> None:
+    """Print ``rows`` as JSON, or as a table of ``columns``."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)

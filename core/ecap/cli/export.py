@@ -1,0 +1,35 @@
+"""``ecap export``: write a step's outputs from the store, without re-running anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import EcapError
+from ..interfaces import PluginContext
+from ..plugins import get_registry
+from .common import console, open_store, store_option
+
+
+@click.command("export")
+@click.option("--step", "step_id", required=True, help="Step whose outputs to export.")
+@click.option("--run", "run_id", default=None, help="Run (id or prefix); default: the latest.")
+@click.option("--format", "fmt", default="jsonl", show_default=True,
+              help="An exporter plugin: jsonl, parquet, hf, or one a plugin adds.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
+@store_option
+def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: str | None) -> None:
+    """Export what STEP produced (JSONL, Parquet, or Hugging Face datasets format)."""
+    store = open_store(store_ref)
+    step_run = store.latest_step_run(step_id, run_id)
+    if step_run is None:
+        raise EcapError(f"no step '{step_id}' in {'run ' + run_id if run_id else 'any run'}")
+    items = store.step_outputs(step_run["step_key"])
+    info = get_registry().get("export", fmt)
+    target = Path(output).resolve()
+    context = PluginContext(step_id=f"export-{step_id}", base_dir=Path.cwd(),
+                            work_dir=target.parent)
+    exporter = info.cls(info.cls.Config.model_validate({"path": target.name}), context)
+    result = exporter.export(items, step_run["step_key"])  # type: ignore[attr-defined]
+    console.print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")

@@ -1,0 +1,128 @@
+"""``ecap plugins list | show | doctor`` and ``ecap schema``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..errors import PluginError, did_you_mean
+from ..interfaces import KIND_INTERFACES, REGISTRY_KIND
+from ..plugins import get_registry
+from .common import console, emit, json_option
+
+
+@click.group("plugins")
+def group() -> None:
+    """Installed plugins: what they are, their settings, and which failed to load."""
+
+
+@group.command("list")
+@json_option
+def list_plugins(as_json: bool) -> None:
+    """Every registered plugin with its kind, version and package, and any broken ones."""
+    registry = get_registry()
+    rows = [{"kind": info.kind, "name": info.name, "version": info.version,
+             "package": info.package, "status": "ok"}
+            for (_, _), info in sorted(registry.plugins.items())]
+    rows += [{"kind": kind, "name": name, "version": "", "status": "conflict",
+              "package": " + ".join(p.package for p in infos)}
+             for (kind, name), infos in sorted(registry.conflicts.items())]
+    rows += [{"kind": "?", "name": b.entry_point, "version": "", "package": b.package,
+              "status": f"broken: {b.error}"} for b in registry.broken]
+    emit(rows, as_json, columns=["kind", "name", "version", "package", "status"],
+         title="ecap plugins")
+
+
+@group.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(sorted(KIND_INTERFACES)), default=None,
+              help="Needed only when several kinds share NAME.")
+@json_option
+def show(name: str, kind: str | None, as_json: bool) -> None:
+    """NAME's config schema: the fields its ``with:`` block takes."""
+    registry = get_registry()
+    kinds = [kind] if kind else sorted({k for (k, n) in registry.plugins if n == name})
+    if not kinds:
+        names = {n for (_, n) in registry.plugins}
+        raise PluginError(f"unknown plugin '{name}'{did_you_mean(name, names)}")
+    if len(kinds) > 1:
+        raise PluginError(f"'{name}' is a plugin of several kinds ({', '.join(kinds)}); "
+                          "add --kind")
+    info = registry.get(kinds[0], name)
+    schema = info.cls.Config.model_json_schema()
+    if as_json:
+        click.echo(json.dumps({"kind": info.kind, "name": info.name, "version": info.version,
+                               "package": info.package, "config": schema}, indent=2))
+        return
+    console.print(f"[bold]{info.kind} plugin '{info.name}'[/bold] "
+                  f"({info.package} {info.version}, {info.cls.__module__}.{info.cls.__name__})")
+    if info.cls.__doc__:
+        console.print(info.cls.__doc__.strip())
+    rows = [{"field": field, "type": prop.get("type", prop.get("anyOf", "")),
+             "default": prop.get("default", "(required)") if field not in
+             schema.get("required", []) else "(required)",
+             "description": prop.get("description", "")}
+            for field, prop in schema.get("properties", {}).items()]
+    emit(rows, False, columns=["field", "type", "default", "description"])
+
+
+@group.command()
+def doctor() -> None:
+    """Explain every plugin that failed to load or is registered twice; exit 1 if any."""
+    registry = get_registry()
+    for broken in registry.broken:
+        click.secho(f"{broken.entry_point} (package {broken.package}) failed to load: "
+                    f"{broken.error}", fg="red")
+        click.echo(broken.detail)
+        click.echo(f"  fix it, `pip uninstall {broken.package}`, or skip it with "
+                   f"ECAP_BLOCK_PLUGINS={broken.entry_point}\n")
+    for (kind, name), infos in registry.conflicts.items():
+        click.secho(f"{kind} plugin '{name}' is registered by "
+                    f"{' and '.join(i.package for i in infos)}", fg="red")
+    if registry.broken or registry.conflicts:
+        raise SystemExit(1)
+    click.echo(f"all {len(registry.plugins)} plugins loaded")
+
+
+@click.command("schema")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only format; accepted "
+              "so that every command takes --json).")
+def schema(as_json: bool) -> None:
+    """JSON Schema of pipeline specs, for editor completion and validation."""
+    from ..spec import StepOptions
+
+    registry = get_registry()
+    variants = []
+    for kind in KIND_INTERFACES:
+        for name in registry.names(REGISTRY_KIND[kind]):
+            if (REGISTRY_KIND[kind], name) not in registry.plugins:
+                continue
+            info = registry.plugins[REGISTRY_KIND[kind], name]
+            variants.append({
+                "type": "object",
+                "title": f"{kind}: {name}",
+                "properties": {
+                    kind: {"const": name},
+                    "from": {"anyOf": [{"type": "string"},
+                                       {"type": "array", "items": {"type": "string"}}]},
+                    "with": info.cls.Config.model_json_schema(),
+                    **StepOptions.model_json_schema()["properties"],
+                },
+                "required": [kind],
+                "additionalProperties": False,
+            })
+    document = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ecap pipeline spec",
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "store": {"type": "string", "description": "SQLAlchemy URL of the store"},
+            "steps": {"type": "object", "additionalProperties": {"anyOf": variants}},
+        },
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
+    click.echo(json.dumps(document, indent=2))

@@ -1,0 +1,176 @@
+"""Loading plugins from entry points, each in isolation, and the registry they fill.
+
+A plugin that fails to import, or whose hook raises, is recorded as broken and shown by
+``ecap plugins list`` / ``ecap plugins doctor``; every other plugin and command keeps working.
+Two plugins registering the same name is an error naming both packages, raised when the name is
+used, so that an unrelated command still works.
+
+``ECAP_LOAD_PLUGINS=a,b`` loads only the named entry points (empty: none);
+``ECAP_BLOCK_PLUGINS=a,b`` skips the named ones.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, did_you_mean
+from .interfaces import KIND_INTERFACES, REGISTRY_KIND, Plugin
+
+ENTRY_POINT_GROUP = "ecap"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    kind: str
+    name: str
+    cls: type[Plugin]
+    package: str  # distribution that provides it
+    version: str  # that distribution's version
+    entry_point: str
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    entry_point: str
+    package: str
+    error: str
+    detail: str
+
+
+@dataclass
+class Registry:
+    plugins: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
+    conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
+    broken: list[BrokenPlugin] = field(default_factory=list)
+    manager: pluggy.PluginManager | None = None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted({n for (k, n) in [*self.plugins, *self.conflicts] if k == kind})
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        """The plugin registered as ``name`` for a spec kind key, or an error that helps."""
+        registry_kind = REGISTRY_KIND.get(kind, kind)
+        if (registry_kind, name) in self.conflicts:
+            owners = " and ".join(
+                f"'{p.package}' ({p.entry_point})" for p in self.conflicts[registry_kind, name]
+            )
+            raise PluginError(
+                f"{registry_kind} plugin '{name}' is registered by both {owners}; "
+                "uninstall one, or block one with ECAP_BLOCK_PLUGINS"
+            )
+        try:
+            return self.plugins[registry_kind, name]
+        except KeyError:
+            broken = [b.entry_point for b in self.broken]
+            hint = f" (plugins that failed to load: {', '.join(broken)})" if broken else ""
+            raise PluginError(
+                f"unknown {kind} plugin '{name}'"
+                f"{did_you_mean(name, self.names(registry_kind))}{hint}"
+            ) from None
+
+    def add(self, info: PluginInfo) -> None:
+        key = (info.kind, info.name)
+        if key in self.conflicts:
+            self.conflicts[key].append(info)
+        elif key in self.plugins and self.plugins[key].cls is not info.cls:
+            self.conflicts[key] = [self.plugins.pop(key), info]
+        else:
+            self.plugins[key] = info
+
+
+def _csv_env(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def _dist_of(module: ModuleType | Any) -> tuple[str, str]:
+    """(distribution name, version) for the top-level package of a plugin module."""
+    top = getattr(module, "__name__", "").split(".")[0]
+    for dist in metadata.packages_distributions().get(top, []):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return top or "unknown", "0"
+
+
+def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Registry:
+    """Load entry points (each in its own try), then collect registrations kind by kind.
+
+    ``extra_plugins`` are (name, hookimpl holder) registered directly; ``ecap.testing`` uses it to
+    install fakes through exactly the same path.
+    """
+    registry = Registry()
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    registry.manager = pm
+    allow, block = _csv_env("ECAP_LOAD_PLUGINS"), _csv_env("ECAP_BLOCK_PLUGINS") or set()
+
+    owners: dict[str, tuple[str, str, str]] = {}  # plugin name in pm -> (package, version, ep)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if (allow is not None and ep.name not in allow) or ep.name in block:
+            continue
+        package = ep.dist.name if ep.dist else "unknown"
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - isolation is the point
+            registry.broken.append(
+                BrokenPlugin(ep.name, package, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            )
+            continue
+        owners[ep.name] = (package, ep.dist.version if ep.dist else "0", ep.value)
+    for name, holder in extra_plugins or []:
+        pm.register(holder, name=name)
+        owners[name] = (*_dist_of(holder), name)
+
+    for kind, hook_name in hookspecs.KIND_HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            package, version, ep_value = owners.get(impl.plugin_name, ("unknown", "0", "?"))
+
+            def register(name: str, cls: Any, *, _kind: str = kind, _p: str = package,
+                         _v: str = version, _ep: str = ep_value) -> None:
+                _check_plugin_class(_kind, name, cls)
+                registry.add(PluginInfo(_kind, name, cls, _p, _v, _ep))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001
+                registry.broken.append(
+                    BrokenPlugin(impl.plugin_name, package, f"{type(exc).__name__}: {exc}",
+                                 traceback.format_exc())
+                )
+    return registry
+
+
+def _check_plugin_class(kind: str, name: str, cls: Any) -> None:
+    expected = KIND_INTERFACES[kind]
+    if not (isinstance(cls, type) and issubclass(cls, expected)):
+        raise PluginError(f"{kind} plugin '{name}' must be a subclass of {expected.__name__}")
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _registry
+    if _registry is None:
+        _registry = build_registry()
+    return _registry
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (``None``: rebuild on next use). For tests."""
+    global _registry
+    _registry = registry

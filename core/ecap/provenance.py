@@ -1,0 +1,151 @@
+"""Where a record came from and where it went.
+
+``walk`` follows lineage edges back to a record's origins and forward to everything that used it,
+attaching to each record the step run and run that produced it. Fan-out is capped per node (a
+dataset may use a million instructions), with the number left out reported, so a walk stays fast
+and readable on any store. ``query`` filters records by step, plugin, run, origin and score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from .errors import EcapError
+from .records import Record
+from .store import Store
+from .store.schema import RECORD_TABLES, Edge, InstructionRow, Run, ScoreRow, StepRun, VerdictRow
+
+FANOUT = 20
+
+
+class _Walker:
+    def __init__(self, store: Store, depth: int) -> None:
+        self.store = store
+        self.depth = depth
+        self._step_runs: dict[str, dict[str, Any] | None] = {}
+
+    def node(self, record_type: str, record: Record, direction: str | None, level: int,
+             seen: set[tuple[str, str]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": record_type, "id": record.id,
+                               "record": record.model_dump(mode="json"),
+                               "generated_by": self.generated_by(record_type, record.id)}
+        if level >= self.depth:
+            return out
+        for side in (["origins", "uses"] if direction is None else [direction]):
+            out[side], out[f"{side}_omitted"] = self.neighbours(
+                record_type, record.id, side, level, seen | {(record_type, record.id)})
+        return out
+
+    def neighbours(self, record_type: str, record_id: str, side: str, level: int,
+                   seen: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], int]:
+        if side == "origins":
+            mine, theirs = (Edge.src_type, Edge.src_id), (Edge.dst_type, Edge.dst_id)
+        else:
+            mine, theirs = (Edge.dst_type, Edge.dst_id), (Edge.src_type, Edge.src_id)
+        condition = and_(mine[1] == record_id, mine[0] == record_type)
+        with self.store.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(Edge).where(condition)).scalar_one()
+            rows = conn.execute(select(Edge.verb, theirs[0], theirs[1]).where(condition)
+                                .order_by(Edge.id).limit(FANOUT)).all()
+        found = []
+        for verb, other_type, other_id in rows:
+            if (other_type, other_id) in seen:
+                continue
+            other = self.store.record(other_type, other_id)
+            if other is None:
+                found.append({"verb": verb, "type": other_type, "id": other_id, "missing": True})
+                continue
+            child = self.node(other_type, other, side, level + 1, seen)
+            found.append({"verb": verb, **child})
+        return found, max(0, total - len(rows))
+
+    def generated_by(self, record_type: str, record_id: str) -> dict[str, Any] | None:
+        table = RECORD_TABLES[record_type]
+        with self.store.engine.connect() as conn:
+            step_run_id = conn.execute(select(table.step_run_id).where(table.id == record_id)) \
+                .scalar_one_or_none()
+            if step_run_id is None:
+                return None
+            if step_run_id not in self._step_runs:
+                row = conn.execute(
+                    select(StepRun.id, StepRun.step_id, StepRun.kind, StepRun.plugin,
+                           StepRun.plugin_version, StepRun.package, StepRun.config,
+                           StepRun.started_at, Run.id.label("run_id"), Run.name.label("run_name"),
+                           Run.spec_path).join(Run, Run.id == StepRun.run_id)
+                    .where(StepRun.id == step_run_id)).mappings().first()
+                self._step_runs[step_run_id] = dict(row) if row else {"id": step_run_id}
+            return self._step_runs[step_run_id]
+
+
+def resolve(store: Store, record_id: str) -> tuple[str, Record]:
+    """The one record whose id is, or starts with, ``record_id``."""
+    matches = store.find(record_id)
+    if not matches:
+        raise EcapError(f"no record with id '{record_id}' in {store.redacted_url}")
+    exact = [m for m in matches if m[1].id == record_id]
+    if len(exact) == 1 or len(matches) == 1:
+        return (exact or matches)[0]
+    listing = ", ".join(f"{t} {r.id}" for t, r in matches[:10])
+    raise EcapError(f"'{record_id}' matches several records ({listing}); give more of the id")
+
+
+def walk(store: Store, record_id: str, depth: int = 6) -> dict[str, Any]:
+    record_type, record = resolve(store, record_id)
+    return _Walker(store, depth).node(record_type, record, None, 0, set())
+
+
+def query(store: Store, *, record_type: str = "instruction", step: str | None = None,
+          plugin: str | None = None, run: str | None = None, origin: str | None = None,
+          score_name: str | None = None, min_score: float | None = None,
+          max_score: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Records of one type matching every given filter, newest first.
+
+    Score bounds apply to a record's scores (``score_name`` picks a value; without it, a score
+    record's first value) or, for verdicts, to the weighted S.
+    """
+    if record_type not in RECORD_TABLES:
+        raise EcapError(f"unknown record type '{record_type}' "
+                        f"(choose from: {', '.join(RECORD_TABLES)})")
+    table = RECORD_TABLES[record_type]
+    stmt = select(table).join(StepRun, StepRun.id == table.step_run_id, isouter=True)
+    if step:
+        stmt = stmt.where(StepRun.step_id == step)
+    if plugin:
+        stmt = stmt.where(StepRun.plugin == plugin)
+    if run:
+        stmt = stmt.where(StepRun.run_id.startswith(run))
+    if origin:
+        if table is not InstructionRow:
+            raise EcapError("--origin applies to instructions only")
+        stmt = stmt.where(InstructionRow.origin == origin)
+    if min_score is not None or max_score is not None:
+        stmt = _score_filter(stmt, table, score_name, min_score, max_score)
+    stmt = stmt.order_by(table.id.desc()).limit(limit)
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [_jsonable(dict(r)) for r in rows]
+
+
+def _score_filter(stmt: Any, table: Any, name: str | None, low: float | None,
+                  high: float | None) -> Any:
+    if table is VerdictRow:
+        value: Any = VerdictRow.weighted
+    else:
+        if not name:
+            raise EcapError("give --score-name to filter by a score value")
+        value = ScoreRow.values[name].as_float()
+        if table is InstructionRow:
+            stmt = stmt.join(ScoreRow, ScoreRow.instruction_id == InstructionRow.id)
+        elif table is not ScoreRow:
+            raise EcapError("score bounds apply to instructions, scores and verdicts")
+    if low is not None:
+        stmt = stmt.where(value >= low)
+    if high is not None:
+        stmt = stmt.where(value <= high)
+    return stmt
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}

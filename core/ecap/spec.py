@@ -1,0 +1,268 @@
+"""Pipeline specs: YAML -> validated pydantic models, with every error at file:line: field.
+
+A spec is checked entirely before any work starts: unknown kinds, plugins and ``from:`` steps get
+"did you mean" suggestions, each plugin validates its own ``with:`` block against its config model,
+and cycles are reported. All problems are collected and shown together.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import SpecError, SpecProblem, did_you_mean
+from .interfaces import KIND_INTERFACES, PluginConfig
+from .plugins import PluginInfo, Registry, get_registry
+
+ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+Path_ = tuple[str, ...]
+_SCALARS = yaml.constructor.SafeConstructor()
+
+
+class StepOptions(BaseModel):
+    """Runner settings of a step. Transport only: none of them enters a cache key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(16, ge=1)
+    concurrency: int = Field(1, ge=1, description="batches in flight for async plugins")
+    retries: int = Field(2, ge=0, description="retries of a batch whose call raised")
+    max_error_rate: float = Field(
+        0.5, ge=0, le=1, description="the step fails when more than this share of samples fail"
+    )
+
+
+@dataclass
+class Step:
+    id: str
+    kind: str
+    plugin: PluginInfo
+    config: PluginConfig
+    raw_config: dict[str, Any]
+    inputs: list[str]
+    options: StepOptions
+    line: int | None
+
+
+@dataclass
+class Spec:
+    name: str
+    path: Path
+    text: str
+    store: str | None
+    steps: dict[str, Step]
+    secret_paths: set[Path_] = field(default_factory=set)
+
+    @property
+    def text_hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def order(self) -> list[str]:
+        """Step ids in dependency order (ties in spec order)."""
+        sorter = graphlib.TopologicalSorter({s.id: s.inputs for s in self.steps.values()})
+        position = {sid: i for i, sid in enumerate(self.steps)}
+        sorter.prepare()
+        ordered: list[str] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=position.__getitem__)
+            ordered.extend(ready)
+            sorter.done(*ready)
+        return ordered
+
+    def downstream(self, step_id: str) -> set[str]:
+        found: set[str] = set()
+        frontier = [step_id]
+        while frontier:
+            current = frontier.pop()
+            for s in self.steps.values():
+                if current in s.inputs and s.id not in found:
+                    found.add(s.id)
+                    frontier.append(s.id)
+        return found
+
+
+class _Located:
+    """YAML loaded into plain Python, remembering the line of every path, and which values came
+    from the environment (those are secrets-by-default when a config is stored)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.lines: dict[Path_, int] = {}
+        self.env_paths: set[Path_] = set()
+        self.problems: list[SpecProblem] = []
+
+    def build(self, node: yaml.Node, path: Path_ = ()) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                if key in out:
+                    self.problem(path + (key,), "duplicate key")
+                out[key] = self.build(value_node, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(child, (*path, str(i))) for i, child in enumerate(node.value)]
+        value = _SCALARS.construct_object(node)
+        if isinstance(value, str) and "${env:" in value:
+            value = self.interpolate(value, path)
+        return value
+
+    def interpolate(self, value: str, path: Path_) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            self.problem(path, f"environment variable {name} is not set "
+                               f"(set it, or give a default: ${{env:{name}:-value}})")
+            return ""
+
+        self.env_paths.add(path)
+        return ENV_PATTERN.sub(substitute, value)
+
+    def line(self, path: Path_) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def problem(self, path: Path_, message: str) -> None:
+        self.problems.append(SpecProblem(self.file, self.line(path), ".".join(path), message))
+
+
+STEP_KEYS = {"from", "with", *StepOptions.model_fields}
+
+
+def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
+    """Read, interpolate and validate a spec file. Raises :class:`SpecError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([SpecProblem(str(path), None, "", f"cannot read spec: {exc.strerror}")]) \
+            from exc
+    return parse_spec(text, path, registry or get_registry())
+
+
+def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
+    located = _Located(str(path))
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise SpecError([SpecProblem(str(path), line, "", f"invalid YAML: {exc}")]) from exc
+    doc = located.build(node) if node is not None else None
+    if not isinstance(doc, dict):
+        raise SpecError([SpecProblem(str(path), 1, "", "a spec is a mapping with 'name' and 'steps'")])
+
+    for key in doc:
+        if key not in ("name", "store", "steps", "description"):
+            located.problem((key,), f"unknown top-level key{did_you_mean(key, ['name', 'store', 'steps', 'description'])}")
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        located.problem(("steps",), "'steps' must be a non-empty mapping of step id -> step")
+        raise SpecError(located.problems)
+
+    steps: dict[str, Step] = {}
+    for step_id, raw in raw_steps.items():
+        step = _parse_step(step_id, raw, located, registry)
+        if step:
+            steps[step_id] = step
+
+    for step in steps.values():
+        for i, upstream in enumerate(step.inputs):
+            if upstream not in raw_steps:
+                located.problem(("steps", step.id, "from", str(i)) if len(step.inputs) > 1 else
+                                ("steps", step.id, "from"),
+                                f"unknown step '{upstream}'{did_you_mean(upstream, raw_steps)}")
+    if not located.problems:
+        try:
+            graphlib.TopologicalSorter({s.id: s.inputs for s in steps.values()}).prepare()
+        except graphlib.CycleError as exc:
+            cycle = " -> ".join(exc.args[1])
+            located.problem(("steps", exc.args[1][0], "from"), f"steps form a cycle: {cycle}")
+    if located.problems:
+        raise SpecError(located.problems)
+
+    name = doc.get("name") or path.stem
+    return Spec(name=str(name), path=path.resolve(), text=text, store=doc.get("store"),
+                steps=steps, secret_paths=located.env_paths)
+
+
+def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -> Step | None:
+    where: Path_ = ("steps", step_id)
+    if not isinstance(raw, dict):
+        located.problem(where, "a step is a mapping like {caption: vlm, from: pairs, with: {...}}")
+        return None
+    kinds = [k for k in raw if k in KIND_INTERFACES]
+    for key in raw:
+        if key not in KIND_INTERFACES and key not in STEP_KEYS:
+            located.problem((*where, key), f"unknown step key{did_you_mean(key, [*KIND_INTERFACES, *STEP_KEYS])}")
+    if len(kinds) != 1:
+        located.problem(where, "a step needs exactly one kind key, one of: "
+                               + ", ".join(KIND_INTERFACES) + f" (found {len(kinds)})")
+        return None
+    kind = kinds[0]
+    plugin_name = raw[kind]
+    try:
+        info = registry.get(kind, str(plugin_name))
+    except Exception as exc:  # noqa: BLE001 - PluginError, reported with its line
+        located.problem((*where, kind), str(exc))
+        return None
+
+    inputs = raw.get("from", [])
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        located.problem((*where, "from"), "'from' is a step id or a list of step ids")
+        inputs = []
+    if kind == "source" and inputs:
+        located.problem((*where, "from"), "a source step reads its own input and takes no 'from'")
+    if kind != "source" and not inputs:
+        located.problem(where, f"a {kind} step needs 'from: <upstream step>'")
+
+    raw_config = raw.get("with") or {}
+    if not isinstance(raw_config, dict):
+        located.problem((*where, "with"), "'with' must be a mapping of plugin settings")
+        return None
+    config = _validate(info.cls.Config, raw_config, (*where, "with"), located,
+                       f"ecap plugins show {plugin_name}")
+    options = _validate(StepOptions, {k: v for k, v in raw.items() if k in StepOptions.model_fields},
+                        where, located, None)
+    if config is None or options is None:
+        return None
+    return Step(step_id, kind, info, config, raw_config, inputs, options,  # type: ignore[arg-type]
+                located.line(where))
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], where: Path_, located: _Located,
+              help_command: str | None) -> BaseModel | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(str(p) for p in error["loc"])
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                allowed = [f for f in model.model_fields if f not in data]
+                message = f"unknown field{did_you_mean(loc[-1], allowed)}"
+                if help_command:
+                    message += f"; `{help_command}` lists the fields"
+            located.problem((*where, *loc), message)
+        return None
