@@ -16,13 +16,13 @@ import importlib
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import MissingExtraError
+from .errors import MissingExtraError, PluginError
 from .records import Dataset, Instruction, Item, Model, Preference, SampleError, Score, Verdict
 
 #: Marks a config field that changes only how fast or how robustly work is done (concurrency,
@@ -95,9 +95,29 @@ class Plugin(ABC):
         """Release models, sessions or servers. Called once when the step ends."""
 
 
+def _either(sync: str, asynchronous: str) -> Any:
+    """Default for a method a plugin must implement in its sync or its async variant."""
+
+    def missing(self: Plugin, batch: Any) -> Any:
+        raise PluginError(f"{type(self).__name__} implements neither {sync}() nor "
+                          f"{asynchronous}()")
+
+    missing.ecap_default = True  # type: ignore[attr-defined]
+    return missing
+
+
+def _async_default(name: str) -> Any:
+    async def missing(self: Plugin, batch: Any) -> Any:
+        raise PluginError(f"{type(self).__name__} does not implement {name}()")
+
+    missing.ecap_default = True  # type: ignore[attr-defined]
+    return missing
+
+
 def has_async(plugin: Plugin, method: str) -> bool:
-    """Whether ``plugin`` overrides the coroutine variant ``method``."""
-    return inspect.iscoroutinefunction(getattr(plugin, method, None))
+    """Whether ``plugin`` implements the coroutine variant ``method`` itself."""
+    fn = getattr(plugin, method, None)
+    return inspect.iscoroutinefunction(fn) and not getattr(fn, "ecap_default", False)
 
 
 class SourceRow(BaseModel):
@@ -140,11 +160,10 @@ class Captioner(Plugin):
 
     kind = "caption"
 
-    def caption(self, batch: Sequence[Item]) -> list[list[Instruction] | SampleError]:
-        raise NotImplementedError
-
-    async def acaption(self, batch: Sequence[Item]) -> list[list[Instruction] | SampleError]:
-        raise NotImplementedError
+    caption: Callable[[Sequence[Item]], list[list[Instruction] | SampleError]] = _either(
+        "caption", "acaption")
+    acaption: Callable[[Sequence[Item]], Awaitable[list[list[Instruction] | SampleError]]] = \
+        _async_default("acaption")
 
 
 class Filter(Plugin):
@@ -156,11 +175,9 @@ class Filter(Plugin):
 
     kind = "filter"
 
-    def score(self, batch: Sequence[Item]) -> list[Score | SampleError]:
-        raise NotImplementedError
-
-    async def ascore(self, batch: Sequence[Item]) -> list[Score | SampleError]:
-        raise NotImplementedError
+    score: Callable[[Sequence[Item]], list[Score | SampleError]] = _either("score", "ascore")
+    ascore: Callable[[Sequence[Item]], Awaitable[list[Score | SampleError]]] = \
+        _async_default("ascore")
 
     @abstractmethod
     def keep(self, score: Score) -> bool:
@@ -172,11 +189,9 @@ class Judge(Plugin):
 
     kind = "judge"
 
-    def judge(self, batch: Sequence[Item]) -> list[Verdict | SampleError]:
-        raise NotImplementedError
-
-    async def ajudge(self, batch: Sequence[Item]) -> list[Verdict | SampleError]:
-        raise NotImplementedError
+    judge: Callable[[Sequence[Item]], list[Verdict | SampleError]] = _either("judge", "ajudge")
+    ajudge: Callable[[Sequence[Item]], Awaitable[list[Verdict | SampleError]]] = \
+        _async_default("ajudge")
 
 
 class Trainer(Plugin):

@@ -223,7 +223,7 @@ class Store:
             for chunk in _chunks(cache_keys):
                 rows = conn.execute(select(ExternalTask.cache_key, ExternalTask.external_id)
                                     .where(ExternalTask.cache_key.in_(chunk)))
-                out.update(dict(rows.tuples().all()))
+                out.update({key: external for key, external in rows})
         return out
 
     def save_external_tasks(self, step_run_id: str, step_key: str,

@@ -1,0 +1,22 @@
+"""Test helpers for ecap and for plugin authors; also a pytest plugin (entry point ``pytest11``).
+
+- :mod:`ecap.testing.fakes`: a captioner, filter, judge and annotator with scripted outputs and a
+  call history, registered under the name ``fake`` through the same hooks as any plugin.
+- :func:`make_pairs`: tiny real PNG pairs and a CSV listing them (optionally corrupt ones).
+- Fixtures (see :mod:`ecap.testing.pytest_plugin`): ``ecap_store`` (a temporary store),
+  ``ecap_registry`` (the installed plugins plus the fakes), ``ecap_run`` (write and run a spec).
+"""
+
+from .fakes import FakeAnnotator, FakeCaptioner, FakeFilter, FakeJudge, reset_fakes
+from .helpers import make_pairs, registry_with_fakes, run_spec
+
+__all__ = [
+    "FakeAnnotator",
+    "FakeCaptioner",
+    "FakeFilter",
+    "FakeJudge",
+    "make_pairs",
+    "registry_with_fakes",
+    "reset_fakes",
+    "run_spec",
+]

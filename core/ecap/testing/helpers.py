@@ -1,0 +1,64 @@
+"""Helpers for tests: tiny image pairs on disk, a registry with the fakes, running a spec."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from ..plugins import Registry, build_registry
+from ..runner import RunOptions, RunResult, Runner
+from ..spec import load_spec
+from ..store import Store
+from .fakes import FakePlugins
+
+CATEGORIES = ("color", "add", "remove", "move", "style", "global")
+
+
+def make_pairs(folder: Path, count: int = 6, *, corrupt: tuple[int, ...] = (),
+               missing: tuple[int, ...] = (), name: str = "pairs.csv") -> Path:
+    """Write ``count`` distinct 16x16 PNG pairs and a CSV listing them; return the CSV's path.
+
+    Pair ``i`` has category ``CATEGORIES[i % 6]``. Rows in ``corrupt`` point at a file that is not
+    an image; rows in ``missing`` point at a file that does not exist.
+    """
+    from PIL import Image
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        source, target = images / f"{i}-source.png", images / f"{i}-target.png"
+        Image.new("RGB", (16, 16), (i % 256, (i // 256) % 256, 40)).save(source)
+        Image.new("RGB", (16, 16), (i % 256, (i // 256) % 256, 200)).save(target)
+        if i in corrupt:
+            target.write_bytes(b"this is not a PNG")
+        if i in missing:
+            target.unlink()
+        rows.append({"source": f"images/{source.name}", "target": f"images/{target.name}",
+                     "category": CATEGORIES[i % len(CATEGORIES)],
+                     "instruction": f"Make pair {i} bluer.", "overall": f"pair {i} turns blue"})
+    path = folder / name
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def registry_with_fakes() -> Registry:
+    """The installed plugins plus the fakes, registered as ``fake`` through the normal hooks."""
+    return build_registry(extra_plugins=[("ecap-testing-fakes", FakePlugins())])
+
+
+def run_spec(spec_path: Path, store: Store | str | None = None, registry: Registry | None = None,
+             **options: Any) -> RunResult:
+    """Load and run a spec (default store: ecap.db next to it), without progress bars."""
+    spec = load_spec(spec_path, registry or registry_with_fakes())
+    if store is None or isinstance(store, str):
+        from ..cli.common import store_url
+
+        store = Store(store_url(store or spec.store, spec.base_dir))
+    options.setdefault("progress", False)
+    options.setdefault("retry_delay", 0.01)
+    return Runner(spec, store, RunOptions(**options)).run()

@@ -1,0 +1,45 @@
+"""pytest plugin (entry point ``pytest11``): fixtures for testing ecap plugins.
+
+- ``ecap_registry``: the installed plugins plus the fakes, installed as the process-wide registry
+  for the test (so CLI calls in-process see it too), with every fake's history reset.
+- ``ecap_store``: a fresh SQLite store in the test's temporary folder.
+- ``ecap_pairs``: six tiny image pairs and their CSV in the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..plugins import Registry, set_registry
+from ..store import Store
+from .fakes import reset_fakes
+from .helpers import make_pairs, registry_with_fakes
+
+
+@pytest.fixture
+def ecap_registry() -> Iterator[Registry]:
+    registry = registry_with_fakes()
+    reset_fakes()
+    set_registry(registry)
+    try:
+        yield registry
+    finally:
+        set_registry(None)
+        reset_fakes()
+
+
+@pytest.fixture
+def ecap_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'ecap-test.db'}")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def ecap_pairs(tmp_path: Path) -> Path:
+    return make_pairs(tmp_path)
