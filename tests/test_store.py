@@ -82,8 +82,8 @@ def test_provenance_walks_back_to_origins_and_forward_to_uses(store_url):
     uses = {(u["verb"], u["type"]) for u in node["uses"]}
     assert uses == {("wasDerivedFrom", "instruction")}  # the score used the instruction
     (from_instruction,) = [u for u in node["uses"] if u["type"] == "instruction"]
-    assert [(u["verb"], u["type"]) for u in from_instruction["uses"]] == [
-        ("used", "score"), ("used", "dataset")]
+    assert {(u["verb"], u["type"]) for u in from_instruction["uses"]} == {
+        ("used", "score"), ("used", "dataset")}
 
     back = walk(store, dataset.id)
     assert back["origins"][0]["id"] == instruction.id
