@@ -79,9 +79,9 @@ class Registry:
     def add(self, info: PluginInfo) -> None:
         key = (info.kind, info.name)
         if key in self.conflicts:
-            self.conflicts[key].append(info)
+            self.conflicts[key] = sorted([*self.conflicts[key], info], key=lambda p: p.package)
         elif key in self.plugins and self.plugins[key].cls is not info.cls:
-            self.conflicts[key] = [self.plugins.pop(key), info]
+            self.conflicts[key] = sorted([self.plugins.pop(key), info], key=lambda p: p.package)
         else:
             self.plugins[key] = info
 

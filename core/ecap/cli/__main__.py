@@ -1,0 +1,5 @@
+"""``python -m ecap.cli`` is ``ecap``."""
+
+from . import main
+
+main()
