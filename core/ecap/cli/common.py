@@ -6,14 +6,16 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import EcapError
-from ..store import Store, default_store_url
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -36,7 +38,7 @@ def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
     Relative SQLite paths inside a spec resolve against the spec's folder.
     """
     if ref is None:
-        return default_store_url(spec_dir or Path.cwd())
+        return f"sqlite:///{((spec_dir or Path.cwd()) / 'ecap.db').resolve()}"
     if "://" in ref:
         if spec_dir and ref.startswith("sqlite:///") and not ref.startswith("sqlite:////"):
             relative = ref.removeprefix("sqlite:///")
@@ -60,6 +62,8 @@ def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
 
 def open_store(ref: str | None, *, auto_upgrade: bool = False) -> Store:
     """Open an existing store for the reading commands (which never upgrade someone's data)."""
+    from ..store import Store
+
     url = store_url(ref)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         raise EcapError(f"no store at {url.removeprefix('sqlite:///')}; run a pipeline first, "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..store import migrate
-from ..store.store import Store
 from .common import store_option, store_url
 
 
@@ -18,6 +16,8 @@ def group() -> None:
 @store_option
 def upgrade(store_ref: str | None) -> None:
     """Migrate the store to this ecap's schema (back it up first)."""
+    from ..store import Store, migrate
+
     store = Store(store_url(store_ref), auto_upgrade=True)
     click.echo(f"{store.redacted_url} is at schema revision {migrate.current_revision(store.engine)}")
 
@@ -27,6 +27,8 @@ def upgrade(store_ref: str | None) -> None:
 def current(store_ref: str | None) -> None:
     """Print the store's schema revision and the one this ecap needs."""
     from sqlalchemy import create_engine
+
+    from ..store import migrate
 
     engine = create_engine(store_url(store_ref))
     click.echo(f"store: {migrate.current_revision(engine)}  ecap: {migrate.head_revision()}")

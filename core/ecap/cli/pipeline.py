@@ -7,10 +7,13 @@ from typing import Any
 
 import click
 
-from ..runner import RunOptions, Runner
+from typing import TYPE_CHECKING
+
 from ..spec import Spec, load_spec
-from ..store import Store
 from .common import console, emit, json_option, store_url
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 @click.group("pipeline")
@@ -19,6 +22,8 @@ def group() -> None:
 
 
 def _store_for(spec: Spec, override: str | None) -> Store:
+    from ..store import Store
+
     return Store(store_url(override or spec.store, spec.base_dir), auto_upgrade=True)
 
 
@@ -34,6 +39,8 @@ def _store_for(spec: Spec, override: str | None) -> Store:
 def run(spec_path: str, store_ref: str | None, limit: int | None, max_error_rate: float | None,
         progress: bool, as_json: bool) -> None:
     """Run SPEC_PATH. Finished samples are served from the store; a killed run resumes."""
+    from ..runner import RunOptions, Runner
+
     spec = load_spec(spec_path)
     store = _store_for(spec, store_ref)
     result = Runner(spec, store, RunOptions(limit=limit, max_error_rate=max_error_rate,

@@ -8,8 +8,7 @@ from typing import Any
 import click
 from rich.tree import Tree
 
-from .. import provenance
-from ..store.schema import RECORD_TABLES
+from ..records import RECORD_TYPES
 from .common import console, emit, json_option, open_store, store_option
 
 
@@ -25,6 +24,8 @@ def group() -> None:
 @json_option
 def show(record_id: str, store_ref: str | None, depth: int, as_json: bool) -> None:
     """Walk RECORD_ID (or a unique prefix) back to its origins and forward to every use."""
+    from .. import provenance
+
     node = provenance.walk(open_store(store_ref), record_id, depth)
     if as_json:
         click.echo(json.dumps(node, indent=2, default=str))
@@ -70,7 +71,7 @@ def _label(node: dict[str, Any]) -> str:
 
 @group.command()
 @store_option
-@click.option("--type", "record_type", type=click.Choice(sorted(RECORD_TABLES)),
+@click.option("--type", "record_type", type=click.Choice(sorted(RECORD_TYPES)),
               default="instruction", show_default=True)
 @click.option("--step", help="Made by this step id.")
 @click.option("--plugin", help="Made by this plugin.")
@@ -85,6 +86,8 @@ def query(store_ref: str | None, record_type: str, step: str | None, plugin: str
           run: str | None, origin: str | None, score_name: str | None, min_score: float | None,
           max_score: float | None, limit: int, as_json: bool) -> None:
     """Records matching every filter, newest first."""
+    from .. import provenance
+
     rows = provenance.query(open_store(store_ref), record_type=record_type, step=step,
                             plugin=plugin, run=run, origin=origin, score_name=score_name,
                             min_score=min_score, max_score=max_score, limit=limit)

@@ -34,11 +34,6 @@ from .schema import (
 CHUNK = 500  # ids per IN (...) query; well under every dialect's parameter limit
 
 
-def default_store_url(spec_dir: Path) -> str:
-    """SQLite next to the spec."""
-    return f"sqlite:///{(spec_dir / 'ecap.db').resolve()}"
-
-
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
