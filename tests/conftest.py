@@ -47,7 +47,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.skip(f"PostgreSQL at {make_url(server).render_as_string()} is unreachable: {exc}")
     yield make_url(server).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:

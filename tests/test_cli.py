@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 def quickstart(tmp_path: Path) -> Path:
     """A copy of examples/quickstart, so tests never write into the repository."""
     target = tmp_path / "quickstart"
-    shutil.copytree(REPO / "examples" / "quickstart", target,
-                    ignore=shutil.ignore_patterns("ecap.db*", "out"))
+    shutil.copytree(
+        REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns("ecap.db*", "out")
+    )
     return target
 
 
@@ -31,15 +32,15 @@ def invoke(*args: str) -> str:
     return result.output
 
 
-def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its_export(
-        quickstart):
+def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its_export(quickstart):
     spec = str(quickstart / "spec.yaml")
     summary = json.loads(invoke("pipeline", "run", spec, "--json"))
     assert summary["status"] == "complete"
     assert [(s["step"], s["done"]) for s in summary["steps"]] == [("pairs", 6), ("dataset", 6)]
 
-    exported = [json.loads(line) for line in
-                (quickstart / "out" / "pairs.jsonl").read_text().splitlines()]
+    exported = [
+        json.loads(line) for line in (quickstart / "out" / "pairs.jsonl").read_text().splitlines()
+    ]
     pair_id = exported[0]["pair_id"]
     node = json.loads(invoke("provenance", "show", pair_id[:12], "--store", spec, "--json"))
     made = node["generated_by"]
@@ -51,8 +52,13 @@ def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its
     assert dataset["generated_by"]["step_id"] == "dataset"
 
     text = re.sub(r"\s+", "", invoke("provenance", "show", pair_id, "--store", spec))
-    for expected in ("made by step 'pairs' (source: csv", summary["run"], "pairs.csv:2",
-                     "used dataset", "made by step 'dataset' (export: jsonl"):
+    for expected in (
+        "made by step 'pairs' (source: csv",
+        summary["run"],
+        "pairs.csv:2",
+        "used dataset",
+        "made by step 'dataset' (export: jsonl",
+    ):
         assert re.sub(r"\s+", "", expected) in text  # rich wraps long lines anywhere
 
 
@@ -60,11 +66,15 @@ def test_a_second_run_is_served_from_the_store_and_plan_says_so_beforehand(quick
     spec = str(quickstart / "spec.yaml")
     before = json.loads(invoke("pipeline", "plan", spec, "--json"))
     assert [(r["step"], r["inputs"], r["to_run"]) for r in before] == [
-        ("pairs", 6, 6), ("dataset", "?", "?")]
+        ("pairs", 6, 6),
+        ("dataset", "?", "?"),
+    ]
     invoke("pipeline", "run", spec, "--json")
     after = json.loads(invoke("pipeline", "plan", spec, "--json"))
     assert [(r["step"], r["cached"], r["to_run"]) for r in after] == [
-        ("pairs", 6, 0), ("dataset", 6, 0)]
+        ("pairs", 6, 0),
+        ("dataset", 6, 0),
+    ]
     second = json.loads(invoke("pipeline", "run", spec, "--json"))
     assert [s["status"] for s in second["steps"]] == ["cached", "cached"]
 
@@ -77,8 +87,17 @@ def test_export_writes_a_steps_outputs_as_jsonl_and_parquet(quickstart, tmp_path
 
     spec = str(quickstart / "spec.yaml")
     invoke("pipeline", "run", spec, "--json")
-    invoke("export", "--step", "pairs", "--format", "parquet", "-o",
-           str(tmp_path / "pairs.parquet"), "--store", spec)
+    invoke(
+        "export",
+        "--step",
+        "pairs",
+        "--format",
+        "parquet",
+        "-o",
+        str(tmp_path / "pairs.parquet"),
+        "--store",
+        spec,
+    )
     table = pq.read_table(tmp_path / "pairs.parquet")
     assert table.num_rows == 6
     assert set(table.column("instruction_origin").to_pylist()) == {"reference"}
@@ -96,23 +115,30 @@ def test_reading_commands_explain_a_missing_store(tmp_path):
 def test_secrets_never_reach_the_store(quickstart, monkeypatch):
     monkeypatch.setenv("QUICKSTART_PAIRS", "data/pairs.csv")
     spec = quickstart / "spec.yaml"
-    spec.write_text(spec.read_text().replace("path: data/pairs.csv",
-                                             "path: ${env:QUICKSTART_PAIRS}"))
+    spec.write_text(
+        spec.read_text().replace("path: data/pairs.csv", "path: ${env:QUICKSTART_PAIRS}")
+    )
     summary = json.loads(invoke("pipeline", "run", str(spec), "--json"))
     shown = json.loads(invoke("runs", "show", summary["run"], "--store", str(spec), "--json"))
     configs = {s["step_id"]: s["config"] for s in shown["steps"]}
     assert configs["pairs"] == {"path": REDACTED}
     assert configs["dataset"] == {"path": "out/pairs.jsonl"}
 
-    assert redact({"api_key": "sk-1", "model": "m", "nested": {"auth_token": "t", "n": 1}},
-                  set()) == {"api_key": REDACTED, "model": "m",
-                             "nested": {"auth_token": REDACTED, "n": 1}}
+    assert redact(
+        {"api_key": "sk-1", "model": "m", "nested": {"auth_token": "t", "n": 1}}, set()
+    ) == {"api_key": REDACTED, "model": "m", "nested": {"auth_token": REDACTED, "n": 1}}
 
 
 def test_every_listing_has_json(quickstart):
     spec = str(quickstart / "spec.yaml")
     invoke("pipeline", "run", spec, "--json")
-    for args in (["plugins", "list"], ["runs", "list", "--store", spec],
-                 ["runs", "show", "--store", spec], ["provenance", "query", "--store", spec],
-                 ["pipeline", "plan", spec], ["plugins", "show", "csv"], ["schema"]):
+    for args in (
+        ["plugins", "list"],
+        ["runs", "list", "--store", spec],
+        ["runs", "show", "--store", spec],
+        ["provenance", "query", "--store", spec],
+        ["pipeline", "plan", spec],
+        ["plugins", "show", "csv"],
+        ["schema"],
+    ):
         json.loads(invoke(*args, "--json"))

@@ -15,8 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "examples" / "quickstart" / "spec.yaml"
 
 
-def install_fake_distribution(site: Path, name: str, module: str, source: str,
-                              entry_points: str) -> None:
+def install_fake_distribution(
+    site: Path, name: str, module: str, source: str, entry_points: str
+) -> None:
     """A minimal installed distribution: a module plus a dist-info with entry points."""
     (site / f"{module}.py").write_text(source)
     info = site / f"{name.replace('-', '_')}-0.1.dist-info"
@@ -28,18 +29,31 @@ def install_fake_distribution(site: Path, name: str, module: str, source: str,
 
 def ecap(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(site), **env}
-    return subprocess.run([sys.executable, "-m", "ecap.cli", *args], capture_output=True,
-                          text=True, env=environment, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ecap.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
-    install_fake_distribution(site, "ecap-broken", "ecap_broken",
-                              "raise RuntimeError('this plugin is broken on purpose')\n",
-                              "broken = ecap_broken")
-    install_fake_distribution(site, "ecap-other-csv", "ecap_other_csv", """
+    install_fake_distribution(
+        site,
+        "ecap-broken",
+        "ecap_broken",
+        "raise RuntimeError('this plugin is broken on purpose')\n",
+        "broken = ecap_broken",
+    )
+    install_fake_distribution(
+        site,
+        "ecap-other-csv",
+        "ecap_other_csv",
+        """
 from ecap.hookspecs import hookimpl
 from ecap_csv.source import CsvSource
 
@@ -49,7 +63,9 @@ class OtherCsv(CsvSource):
 @hookimpl
 def register_sources(register):
     register("csv", OtherCsv)
-""", "other_csv = ecap_other_csv")
+""",
+        "other_csv = ecap_other_csv",
+    )
     return site
 
 
@@ -74,13 +90,16 @@ def test_two_packages_registering_one_name_is_an_error_naming_both(site):
 
     validate = ecap(site, "pipeline", "validate", str(QUICKSTART))
     assert validate.returncode == 1
-    assert "source plugin 'csv' is registered by both 'ecap-other-csv' (ecap_other_csv) and " \
-           "'editcaption' (ecap_csv)" in validate.stderr
+    assert (
+        "source plugin 'csv' is registered by both 'ecap-other-csv' (ecap_other_csv) and "
+        "'editcaption' (ecap_csv)" in validate.stderr
+    )
 
 
 def test_every_other_command_still_works_and_blocking_resolves_it(site):
-    blocked = ecap(site, "pipeline", "validate", str(QUICKSTART),
-                   ECAP_BLOCK_PLUGINS="broken,other_csv")
+    blocked = ecap(
+        site, "pipeline", "validate", str(QUICKSTART), ECAP_BLOCK_PLUGINS="broken,other_csv"
+    )
     assert blocked.returncode == 0, blocked.stderr
     assert "ok (2 steps" in blocked.stdout
     assert ecap(site, "--help").returncode == 0
@@ -93,12 +112,15 @@ def test_an_allowlist_loads_only_the_named_entry_points(site):
 
 
 def test_importing_the_cli_loads_no_heavy_library():
-    probe = ("import sys; from ecap.cli import main\n"
-             "try:\n    main(['plugins', 'list', '--json'])\nexcept SystemExit:\n    pass\n"
-             "heavy = {'torch', 'transformers', 'vllm', 'deepspeed', 'trl', 'openai',\n"
-             "         'google.genai', 'label_studio_sdk', 'ray', 'pyarrow', 'datasets'}\n"
-             "print(sorted(heavy & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            timeout=60)
+    probe = (
+        "import sys; from ecap.cli import main\n"
+        "try:\n    main(['plugins', 'list', '--json'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'torch', 'transformers', 'vllm', 'deepspeed', 'trl', 'openai',\n"
+        "         'google.genai', 'label_studio_sdk', 'ray', 'pyarrow', 'datasets'}\n"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -61,16 +61,20 @@ def test_a_killed_run_resumes_without_repeating_or_losing_work(write_spec, tmp_p
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
 
-    recalled = [json.loads(line)["pair"] for line in
-                history.read_text().splitlines()[calls_before:]]
+    recalled = [
+        json.loads(line)["pair"] for line in history.read_text().splitlines()[calls_before:]
+    ]
     assert not set(recalled) & committed, "a committed sample was computed again"
     assert len(recalled) == len(set(recalled)) == 20 - len(committed)
 
     with store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(PairRow)).scalar_one() == 20
         # One instruction per pair from the CSV, and exactly one from the captioner.
-        per_origin = dict(conn.execute(select(InstructionRow.origin, func.count())
-                                       .group_by(InstructionRow.origin)).all())
+        per_origin = dict(
+            conn.execute(
+                select(InstructionRow.origin, func.count()).group_by(InstructionRow.origin)
+            ).all()
+        )
         assert per_origin == {"reference": 20, "model": 20}
     assert len(_committed_pairs(store, captions_key)) == 20
     exported = (tmp_path / "out.jsonl").read_text().splitlines()
@@ -83,12 +87,18 @@ def _lines(path: Path) -> int:
 
 def _step_key(store: Store, step_id: str) -> str:
     with store.engine.connect() as conn:
-        return conn.execute(select(StepRun.step_key).where(StepRun.step_id == step_id)
-                            ).scalars().first()  # type: ignore[return-value]
+        return (
+            conn.execute(select(StepRun.step_key).where(StepRun.step_id == step_id))
+            .scalars()
+            .first()
+        )  # type: ignore[return-value]
 
 
 def _committed_pairs(store: Store, step_key: str) -> set[str]:
     with store.engine.connect() as conn:
-        outputs = conn.execute(select(SampleResult.outputs)
-                               .where(SampleResult.step_key == step_key)).scalars().all()
+        outputs = (
+            conn.execute(select(SampleResult.outputs).where(SampleResult.step_key == step_key))
+            .scalars()
+            .all()
+        )
     return {ref["pair"] for refs in outputs for ref in refs}

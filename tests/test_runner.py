@@ -24,12 +24,18 @@ def pipeline(write_spec, csv: Path, captioner: str = "{}", filter: str = "{}") -
 
 
 def test_first_run_computes_everything_and_second_run_serves_it_from_the_store(
-        write_spec, ecap_registry, ecap_pairs, tmp_path):
+    write_spec, ecap_registry, ecap_pairs, tmp_path
+):
     spec = pipeline(write_spec, ecap_pairs)
     first = run_spec(spec)
     assert first.status == "complete"
     assert {s: o.counts["done"] for s, o in first.steps.items()} == {
-        "pairs": 6, "captions": 6, "scored": 6, "judged": 6, "out": 6}
+        "pairs": 6,
+        "captions": 6,
+        "scored": 6,
+        "judged": 6,
+        "out": 6,
+    }
     exported = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(exported) == 6 and all(row["verdict"] for row in exported)
 
@@ -39,8 +45,9 @@ def test_first_run_computes_everything_and_second_run_serves_it_from_the_store(
     assert (len(FakeCaptioner.calls), len(FakeFilter.calls), len(FakeJudge.calls)) == calls
 
 
-def test_changing_one_step_recomputes_it_and_its_dependants_only(write_spec, ecap_registry,
-                                                                  ecap_pairs):
+def test_changing_one_step_recomputes_it_and_its_dependants_only(
+    write_spec, ecap_registry, ecap_pairs
+):
     run_spec(pipeline(write_spec, ecap_pairs))
     FakeCaptioner.calls.clear()
     FakeFilter.calls.clear()
@@ -48,21 +55,33 @@ def test_changing_one_step_recomputes_it_and_its_dependants_only(write_spec, eca
 
     result = run_spec(pipeline(write_spec, ecap_pairs, filter="{default_score: 7}"))
     statuses = {s: o.status for s, o in result.steps.items()}
-    assert statuses == {"pairs": "cached", "captions": "cached", "scored": "complete",
-                        "judged": "complete", "out": "complete"}
+    assert statuses == {
+        "pairs": "cached",
+        "captions": "cached",
+        "scored": "complete",
+        "judged": "complete",
+        "out": "complete",
+    }
     assert FakeCaptioner.calls == []
     assert sum(map(len, FakeFilter.calls)) == 6
     assert sum(map(len, FakeJudge.calls)) == 6
 
 
-def test_transport_and_threshold_settings_never_invalidate_results(write_spec, ecap_registry,
-                                                                   ecap_pairs):
+def test_transport_and_threshold_settings_never_invalidate_results(
+    write_spec, ecap_registry, ecap_pairs
+):
     run_spec(pipeline(write_spec, ecap_pairs, filter="{replies: {color: '1'}}"))
     before = sum(map(len, FakeFilter.calls)) + sum(map(len, FakeCaptioner.calls))
 
     # A new threshold drops the 'color' pair downstream, but no score is recomputed.
-    result = run_spec(pipeline(write_spec, ecap_pairs, captioner="{delay: 0.001}",
-                               filter="{replies: {color: '1'}, min_score: 2}"))
+    result = run_spec(
+        pipeline(
+            write_spec,
+            ecap_pairs,
+            captioner="{delay: 0.001}",
+            filter="{replies: {color: '1'}, min_score: 2}",
+        )
+    )
     assert sum(map(len, FakeFilter.calls)) + sum(map(len, FakeCaptioner.calls)) == before
     assert result.steps["scored"].status == "cached"
     assert result.steps["scored"].counts["kept"] == 5
@@ -81,20 +100,25 @@ def test_a_corrupt_or_missing_image_fails_that_sample_only(write_spec, ecap_regi
     assert (pairs.counts["done"], pairs.counts["failed"]) == (4, 2)
     assert result.steps["out"].counts["inputs"] == 4
 
-    shown = CliRunner().invoke(cli, ["runs", "show", "--json", "--store",
-                                     str(tmp_path / "spec.yaml")])
+    shown = CliRunner().invoke(
+        cli, ["runs", "show", "--json", "--store", str(tmp_path / "spec.yaml")]
+    )
     assert shown.exit_code == 0, shown.output
     failures = json.loads(shown.output)["failures"]
     assert [(f["step_id"], f["error_type"]) for f in failures] == [
-        ("pairs", "ImageError"), ("pairs", "ImageError")]
+        ("pairs", "ImageError"),
+        ("pairs", "ImageError"),
+    ]
     assert "not a readable image" in failures[0]["message"]
     assert "cannot read image images/4-target.png" in failures[1]["message"]
 
 
-def test_too_many_failures_fail_the_step_and_skip_its_dependants(write_spec, ecap_registry,
-                                                                ecap_pairs):
-    result = run_spec(pipeline(write_spec, ecap_pairs,
-                               captioner="{fail: [color, add, remove, move]}"))
+def test_too_many_failures_fail_the_step_and_skip_its_dependants(
+    write_spec, ecap_registry, ecap_pairs
+):
+    result = run_spec(
+        pipeline(write_spec, ecap_pairs, captioner="{fail: [color, add, remove, move]}")
+    )
     assert result.status == "failed"
     assert result.steps["captions"].status == "failed"
     assert "4 of 6 samples failed" in (result.steps["captions"].error or "")
@@ -109,7 +133,12 @@ def test_too_many_failures_fail_the_step_and_skip_its_dependants(write_spec, eca
 def test_a_batch_that_raises_is_retried(write_spec, ecap_registry, ecap_pairs):
     result = run_spec(pipeline(write_spec, ecap_pairs, captioner="{raise_first: 2}"))
     assert result.steps["captions"].counts == {
-        "inputs": 6, "cached": 0, "done": 6, "failed": 0, "pending": 0}
+        "inputs": 6,
+        "cached": 0,
+        "done": 6,
+        "failed": 0,
+        "pending": 0,
+    }
     assert len(FakeCaptioner.calls) == 3  # two failures, then success
 
 
@@ -130,13 +159,12 @@ def test_limit_tries_a_spec_on_a_few_samples(write_spec, ecap_registry, ecap_pai
     assert [o.counts["inputs"] for o in result.steps.values()] == [2, 2, 2, 2, 2]
 
 
-def test_the_same_pair_imported_twice_is_one_pair(write_spec, ecap_registry, ecap_pairs,
-                                                  tmp_path):
+def test_the_same_pair_imported_twice_is_one_pair(write_spec, ecap_registry, ecap_pairs, tmp_path):
     (tmp_path / "again.csv").write_text(ecap_pairs.read_text())
     spec = write_spec(f"""
         steps:
           a: {{source: csv, with: {{path: {ecap_pairs}}}}}
-          b: {{source: csv, with: {{path: {tmp_path / 'again.csv'}}}}}
+          b: {{source: csv, with: {{path: {tmp_path / "again.csv"}}}}}
           both: {{caption: fake, from: [a, b]}}
     """)
     result = run_spec(spec)
@@ -149,7 +177,8 @@ def test_the_same_pair_imported_twice_is_one_pair(write_spec, ecap_registry, eca
 
 
 def test_human_steps_wait_and_a_later_run_imports_what_humans_finished(
-        write_spec, ecap_registry, ecap_pairs, tmp_path):
+    write_spec, ecap_registry, ecap_pairs, tmp_path
+):
     from ecap.testing import FakeAnnotator
 
     answers = tmp_path / "answers.json"
@@ -172,7 +201,12 @@ def test_human_steps_wait_and_a_later_run_imports_what_humans_finished(
     second = run_spec(spec)
     assert FakeAnnotator.pushed == tasks  # nothing pushed twice
     assert second.steps["refine"].counts == {
-        "inputs": 6, "cached": 0, "done": 1, "failed": 1, "pending": 4}
+        "inputs": 6,
+        "cached": 0,
+        "done": 1,
+        "failed": 1,
+        "pending": 4,
+    }
 
     answers.write_text(json.dumps({t: f"Human text {i}." for i, t in enumerate(tasks)}))
     third = run_spec(spec)

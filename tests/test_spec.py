@@ -18,13 +18,16 @@ def problems(path: Path, registry: object) -> list[str]:
 
 
 def test_a_valid_spec_orders_steps_by_dependency(write_spec, ecap_registry, ecap_pairs):
-    spec = load_spec(write_spec(f"""
+    spec = load_spec(
+        write_spec(f"""
         name: demo
         steps:
           judged: {{judge: fake, from: captions}}
           captions: {{caption: fake, from: pairs, with: {{candidates: 2}}}}
           pairs: {{source: csv, with: {{path: {ecap_pairs}}}}}
-    """), ecap_registry)
+    """),
+        ecap_registry,
+    )
     assert spec.order() == ["pairs", "captions", "judged"]
     assert spec.steps["captions"].config.candidates == 2  # type: ignore[attr-defined]
     assert spec.downstream("pairs") == {"captions", "judged"}
@@ -62,8 +65,10 @@ def test_every_problem_is_reported_at_once_with_file_and_line(write_spec, ecap_r
             batch_size: 0
     """)
     found = problems(path, ecap_registry)
-    assert f"{path}:7: steps.pairs.with.formt: unknown field — did you mean 'format'?; " \
-           "`ecap plugins show csv` lists the fields" in found
+    assert (
+        f"{path}:7: steps.pairs.with.formt: unknown field — did you mean 'format'?; "
+        "`ecap plugins show csv` lists the fields" in found
+    )
     assert f"{path}:9: steps.captions.captoin: unknown step key — did you mean 'caption'?" in found
     assert any(p.startswith(f"{path}:14: steps.judged.batch_size:") for p in found)
 
@@ -89,23 +94,30 @@ def test_cycles_are_rejected(write_spec, ecap_registry):
     assert "steps form a cycle" in problem
 
 
-def test_env_interpolation_with_defaults_and_missing_variables(write_spec, ecap_registry,
-                                                                monkeypatch):
+def test_env_interpolation_with_defaults_and_missing_variables(
+    write_spec, ecap_registry, monkeypatch
+):
     monkeypatch.setenv("PAIRS_FILE", "from-env.csv")
     monkeypatch.delenv("NOT_SET", raising=False)
-    spec = load_spec(write_spec("""
+    spec = load_spec(
+        write_spec("""
         store: ${env:NOT_SET:-sqlite:///fallback.db}
         steps:
           pairs: {source: csv, with: {path: "${env:PAIRS_FILE}"}}
-    """), ecap_registry)
+    """),
+        ecap_registry,
+    )
     assert spec.store == "sqlite:///fallback.db"
     assert spec.steps["pairs"].config.path == "from-env.csv"  # type: ignore[attr-defined]
     assert ("steps", "pairs", "with", "path") in spec.secret_paths
 
-    path = write_spec("""
+    path = write_spec(
+        """
         steps:
           pairs: {source: csv, with: {path: "${env:NOT_SET}"}}
-    """, "missing.yaml")
+    """,
+        "missing.yaml",
+    )
     assert problems(path, ecap_registry) == [
         f"{path}:2: steps.pairs.with.path: environment variable NOT_SET is not set "
         "(set it, or give a default: ${env:NOT_SET:-value})"

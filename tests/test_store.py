@@ -9,23 +9,39 @@ from sqlalchemy import text
 
 from ecap.errors import StoreError
 from ecap.provenance import query, walk
-from ecap.records import Dataset, ImageRef, Instruction, Item, Pair, Score, SampleError
+from ecap.records import Dataset, ImageRef, Instruction, Item, Pair, SampleError, Score
 from ecap.store import Store
 from ecap.store.schema import Base
 from ecap.store.store import Finished
 
 
 def a_pair(n: int) -> Pair:
-    return Pair.of(ImageRef(uri=f"/img/{n}-a.png", sha256=f"{n:064x}"),
-                   ImageRef(uri=f"/img/{n}-b.png", sha256=f"{n + 1:064x}"), category="add")
+    return Pair.of(
+        ImageRef(uri=f"/img/{n}-a.png", sha256=f"{n:064x}"),
+        ImageRef(uri=f"/img/{n}-b.png", sha256=f"{n + 1:064x}"),
+        category="add",
+    )
 
 
 def started(store: Store, step_id: str = "pairs") -> str:
-    run = store.start_run(name="t", spec_path="spec.yaml", spec_text="steps: {}",
-                          spec_hash="0" * 64, ecap_version="test", plugins={})
-    return store.start_step(run_id=run, step_id=step_id, kind="source", plugin="csv",
-                            plugin_version="1", package="editcaption", config={"path": "x"},
-                            step_key="ecap1:step")
+    run = store.start_run(
+        name="t",
+        spec_path="spec.yaml",
+        spec_text="steps: {}",
+        spec_hash="0" * 64,
+        ecap_version="test",
+        plugins={},
+    )
+    return store.start_step(
+        run_id=run,
+        step_id=step_id,
+        kind="source",
+        plugin="csv",
+        plugin_version="1",
+        package="editcaption",
+        config={"path": "x"},
+        step_key="ecap1:step",
+    )
 
 
 def test_migrations_build_exactly_the_declared_schema(store_url):
@@ -39,15 +55,28 @@ def test_records_round_trip_and_pairs_are_deduplicated(store_url):
     step_run = started(store)
     pair = a_pair(1)
     instruction = Instruction(pair_id=pair.id, text="Add a tree.", origin="human")
-    store.save_batch(step_run, "ecap1:step", "pairs",
-                     [Finished("k1", "row1", [Item(pair=pair, instruction=instruction).refs()])],
-                     [], [pair, instruction])
+    store.save_batch(
+        step_run,
+        "ecap1:step",
+        "pairs",
+        [Finished("k1", "row1", [Item(pair=pair, instruction=instruction).refs()])],
+        [],
+        [pair, instruction],
+    )
     again = pair.model_copy(update={"meta": {"row": 99}})
-    store.save_batch(step_run, "ecap1:step", "pairs",
-                     [Finished("k2", "row2", [Item(pair=again).refs()])], [], [again])
+    store.save_batch(
+        step_run,
+        "ecap1:step",
+        "pairs",
+        [Finished("k2", "row2", [Item(pair=again).refs()])],
+        [],
+        [again],
+    )
 
     assert store.finished(["k1", "k2", "k3"]) == {
-        "k1": [{"pair": pair.id, "instruction": instruction.id}], "k2": [{"pair": pair.id}]}
+        "k1": [{"pair": pair.id, "instruction": instruction.id}],
+        "k2": [{"pair": pair.id}],
+    }
     (item,) = store.hydrate([{"pair": pair.id, "instruction": instruction.id}])
     assert item == Item(pair=pair, instruction=instruction)  # the first import's row is kept
     assert len(query(store, record_type="pair")) == 1
@@ -56,11 +85,20 @@ def test_records_round_trip_and_pairs_are_deduplicated(store_url):
 def test_failures_are_recorded_per_sample(store_url):
     store = Store(store_url)
     step_run = started(store)
-    store.save_batch(step_run, "ecap1:step", "pairs", [],
-                     [("row7", SampleError(error_type="ImageError", message="bad png"))], [])
+    store.save_batch(
+        step_run,
+        "ecap1:step",
+        "pairs",
+        [],
+        [("row7", SampleError(error_type="ImageError", message="bad png"))],
+        [],
+    )
     (failure,) = store.failures([step_run])
     assert (failure["input_key"], failure["error_type"], failure["message"]) == (
-        "row7", "ImageError", "bad png")
+        "row7",
+        "ImageError",
+        "bad png",
+    )
     assert store.finished(["row7"]) == {}
 
 
@@ -71,11 +109,24 @@ def test_provenance_walks_back_to_origins_and_forward_to_uses(store_url):
     instruction = Instruction(pair_id=pair.id, text="Add a tree.", origin="model")
     score = Score(pair_id=pair.id, instruction_id=instruction.id, scorer="s", values={"v": 8.5})
     dataset = Dataset(name="d", content_hash="ecap1:x", format="jsonl", count=1)
-    store.save_batch(step_run, "ecap1:step", "pairs", [], [],
-                     [pair, instruction, score, dataset],
-                     [{"src_type": "dataset", "src_id": dataset.id, "verb": "used",
-                       "dst_type": "instruction", "dst_id": instruction.id,
-                       "step_run_id": step_run}])
+    store.save_batch(
+        step_run,
+        "ecap1:step",
+        "pairs",
+        [],
+        [],
+        [pair, instruction, score, dataset],
+        [
+            {
+                "src_type": "dataset",
+                "src_id": dataset.id,
+                "verb": "used",
+                "dst_type": "instruction",
+                "dst_id": instruction.id,
+                "step_run_id": step_run,
+            }
+        ],
+    )
 
     node = walk(store, pair.id[:10])
     assert node["type"] == "pair" and node["generated_by"]["step_id"] == "pairs"
@@ -83,7 +134,9 @@ def test_provenance_walks_back_to_origins_and_forward_to_uses(store_url):
     assert uses == {("wasDerivedFrom", "instruction")}  # the score used the instruction
     (from_instruction,) = [u for u in node["uses"] if u["type"] == "instruction"]
     assert {(u["verb"], u["type"]) for u in from_instruction["uses"]} == {
-        ("used", "score"), ("used", "dataset")}
+        ("used", "score"),
+        ("used", "dataset"),
+    }
 
     back = walk(store, dataset.id)
     assert back["origins"][0]["id"] == instruction.id

@@ -69,7 +69,8 @@ def redact(data: Any, secret_paths: set[tuple[str, ...]], path: tuple[str, ...] 
         return REDACTED
     if isinstance(data, dict):
         return {
-            k: REDACTED if SECRET_NAME.search(str(k)) and v not in (None, "")
+            k: REDACTED
+            if SECRET_NAME.search(str(k)) and v not in (None, "")
             else redact(v, secret_paths, (*path, str(k)))
             for k, v in data.items()
         }

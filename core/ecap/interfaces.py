@@ -99,8 +99,7 @@ def _either(sync: str, asynchronous: str) -> Any:
     """Default for a method a plugin must implement in its sync or its async variant."""
 
     def missing(self: Plugin, batch: Any) -> Any:
-        raise PluginError(f"{type(self).__name__} implements neither {sync}() nor "
-                          f"{asynchronous}()")
+        raise PluginError(f"{type(self).__name__} implements neither {sync}() nor {asynchronous}()")
 
     missing.ecap_default = True  # type: ignore[attr-defined]
     return missing
@@ -161,9 +160,11 @@ class Captioner(Plugin):
     kind = "caption"
 
     caption: Callable[[Sequence[Item]], list[list[Instruction] | SampleError]] = _either(
-        "caption", "acaption")
-    acaption: Callable[[Sequence[Item]], Awaitable[list[list[Instruction] | SampleError]]] = \
+        "caption", "acaption"
+    )
+    acaption: Callable[[Sequence[Item]], Awaitable[list[list[Instruction] | SampleError]]] = (
         _async_default("acaption")
+    )
 
 
 class Filter(Plugin):
@@ -176,8 +177,9 @@ class Filter(Plugin):
     kind = "filter"
 
     score: Callable[[Sequence[Item]], list[Score | SampleError]] = _either("score", "ascore")
-    ascore: Callable[[Sequence[Item]], Awaitable[list[Score | SampleError]]] = \
-        _async_default("ascore")
+    ascore: Callable[[Sequence[Item]], Awaitable[list[Score | SampleError]]] = _async_default(
+        "ascore"
+    )
 
     @abstractmethod
     def keep(self, score: Score) -> bool:
@@ -190,8 +192,9 @@ class Judge(Plugin):
     kind = "judge"
 
     judge: Callable[[Sequence[Item]], list[Verdict | SampleError]] = _either("judge", "ajudge")
-    ajudge: Callable[[Sequence[Item]], Awaitable[list[Verdict | SampleError]]] = \
-        _async_default("ajudge")
+    ajudge: Callable[[Sequence[Item]], Awaitable[list[Verdict | SampleError]]] = _async_default(
+        "ajudge"
+    )
 
 
 class Trainer(Plugin):

@@ -14,8 +14,12 @@ LOGGER = logging.getLogger("ecap")
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                   "event": record.getMessage(), **getattr(record, "fields", {})}
+        payload = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "event": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
         return json.dumps(payload, default=str)
 
 

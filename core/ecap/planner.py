@@ -11,7 +11,7 @@ from typing import Any
 
 from .progress import Progress
 from .records import Item
-from .runner import AGGREGATE_KINDS, RunOptions, Runner, _StepExecution, step_key_of
+from .runner import AGGREGATE_KINDS, Runner, RunOptions, _StepExecution, step_key_of
 from .spec import Spec
 from .store import Store
 
@@ -24,9 +24,17 @@ def plan_spec(spec: Spec, store: Store, limit: int | None = None) -> list[dict[s
         step = spec.steps[step_id]
         plugin = runner.plugin_for(step)
         key = step_key_of(step, plugin)
-        row: dict[str, Any] = {"step": step_id, "kind": step.kind, "plugin": step.plugin.name,
-                               "version": step.plugin.version, "from": ",".join(step.inputs),
-                               "step_key": key, "inputs": "?", "cached": "?", "to_run": "?"}
+        row: dict[str, Any] = {
+            "step": step_id,
+            "kind": step.kind,
+            "plugin": step.plugin.name,
+            "version": step.plugin.version,
+            "from": ",".join(step.inputs),
+            "step_key": key,
+            "inputs": "?",
+            "cached": "?",
+            "to_run": "?",
+        }
         rows.append(row)
         upstream = [known.get(u) for u in step.inputs]
         if any(u is None for u in upstream):
@@ -37,8 +45,11 @@ def plan_spec(spec: Spec, store: Store, limit: int | None = None) -> list[dict[s
         if step.kind in AGGREGATE_KINDS:
             unique, _, cache_key = execution.aggregate_key(items)
             done = bool(store.finished([cache_key]))
-            row.update(inputs=len(unique), cached=len(unique) if done else 0,
-                       to_run=0 if done else len(unique))
+            row.update(
+                inputs=len(unique),
+                cached=len(unique) if done else 0,
+                to_run=0 if done else len(unique),
+            )
             known[step_id] = unique
             continue
         inputs = execution.inputs(items)

@@ -124,9 +124,11 @@ def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Reg
         try:
             module = ep.load()
             pm.register(module, name=ep.name)
-        except Exception as exc:  # noqa: BLE001 - isolation is the point
+        except Exception as exc:
             registry.broken.append(
-                BrokenPlugin(ep.name, package, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                BrokenPlugin(
+                    ep.name, package, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                )
             )
             continue
         owners[ep.name] = (package, ep.dist.version if ep.dist else "0", ep.value)
@@ -138,17 +140,28 @@ def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Reg
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             package, version, ep_value = owners.get(impl.plugin_name, ("unknown", "0", "?"))
 
-            def register(name: str, cls: Any, *, _kind: str = kind, _p: str = package,
-                         _v: str = version, _ep: str = ep_value) -> None:
+            def register(
+                name: str,
+                cls: Any,
+                *,
+                _kind: str = kind,
+                _p: str = package,
+                _v: str = version,
+                _ep: str = ep_value,
+            ) -> None:
                 _check_plugin_class(_kind, name, cls)
                 registry.add(PluginInfo(_kind, name, cls, _p, _v, _ep))
 
             try:
                 impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 registry.broken.append(
-                    BrokenPlugin(impl.plugin_name, package, f"{type(exc).__name__}: {exc}",
-                                 traceback.format_exc())
+                    BrokenPlugin(
+                        impl.plugin_name,
+                        package,
+                        f"{type(exc).__name__}: {exc}",
+                        traceback.format_exc(),
+                    )
                 )
     return registry
 

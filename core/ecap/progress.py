@@ -18,18 +18,30 @@ from rich.progress import Progress as RichProgress
 
 class Progress:
     def __init__(self, enabled: bool = True) -> None:
-        self._bars = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-        ) if enabled else None
+        self._bars = (
+            RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            if enabled
+            else None
+        )
 
     def __enter__(self) -> Progress:
         if self._bars:
             self._bars.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._bars:
             self._bars.stop()
 

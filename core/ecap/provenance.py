@@ -26,29 +26,46 @@ class _Walker:
         self.depth = depth
         self._step_runs: dict[str, dict[str, Any] | None] = {}
 
-    def node(self, record_type: str, record: Record, direction: str | None, level: int,
-             seen: set[tuple[str, str]]) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": record_type, "id": record.id,
-                               "record": record.model_dump(mode="json"),
-                               "generated_by": self.generated_by(record_type, record.id)}
+    def node(
+        self,
+        record_type: str,
+        record: Record,
+        direction: str | None,
+        level: int,
+        seen: set[tuple[str, str]],
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": record_type,
+            "id": record.id,
+            "record": record.model_dump(mode="json"),
+            "generated_by": self.generated_by(record_type, record.id),
+        }
         if level >= self.depth:
             return out
-        for side in (["origins", "uses"] if direction is None else [direction]):
+        for side in ["origins", "uses"] if direction is None else [direction]:
             out[side], out[f"{side}_omitted"] = self.neighbours(
-                record_type, record.id, side, level, seen | {(record_type, record.id)})
+                record_type, record.id, side, level, seen | {(record_type, record.id)}
+            )
         return out
 
-    def neighbours(self, record_type: str, record_id: str, side: str, level: int,
-                   seen: set[tuple[str, str]]) -> tuple[list[dict[str, Any]], int]:
+    def neighbours(
+        self, record_type: str, record_id: str, side: str, level: int, seen: set[tuple[str, str]]
+    ) -> tuple[list[dict[str, Any]], int]:
         if side == "origins":
             mine, theirs = (Edge.src_type, Edge.src_id), (Edge.dst_type, Edge.dst_id)
         else:
             mine, theirs = (Edge.dst_type, Edge.dst_id), (Edge.src_type, Edge.src_id)
         condition = and_(mine[1] == record_id, mine[0] == record_type)
         with self.store.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(Edge).where(condition)).scalar_one()
-            rows = conn.execute(select(Edge.verb, theirs[0], theirs[1]).where(condition)
-                                .order_by(Edge.id).limit(FANOUT)).all()
+            total = conn.execute(
+                select(func.count()).select_from(Edge).where(condition)
+            ).scalar_one()
+            rows = conn.execute(
+                select(Edge.verb, theirs[0], theirs[1])
+                .where(condition)
+                .order_by(Edge.id)
+                .limit(FANOUT)
+            ).all()
         found = []
         for verb, other_type, other_id in rows:
             if (other_type, other_id) in seen:
@@ -64,17 +81,33 @@ class _Walker:
     def generated_by(self, record_type: str, record_id: str) -> dict[str, Any] | None:
         table = RECORD_TABLES[record_type]
         with self.store.engine.connect() as conn:
-            step_run_id = conn.execute(select(table.step_run_id).where(table.id == record_id)) \
-                .scalar_one_or_none()
+            step_run_id = conn.execute(
+                select(table.step_run_id).where(table.id == record_id)
+            ).scalar_one_or_none()
             if step_run_id is None:
                 return None
             if step_run_id not in self._step_runs:
-                row = conn.execute(
-                    select(StepRun.id, StepRun.step_id, StepRun.kind, StepRun.plugin,
-                           StepRun.plugin_version, StepRun.package, StepRun.config,
-                           StepRun.started_at, Run.id.label("run_id"), Run.name.label("run_name"),
-                           Run.spec_path).join(Run, Run.id == StepRun.run_id)
-                    .where(StepRun.id == step_run_id)).mappings().first()
+                row = (
+                    conn.execute(
+                        select(
+                            StepRun.id,
+                            StepRun.step_id,
+                            StepRun.kind,
+                            StepRun.plugin,
+                            StepRun.plugin_version,
+                            StepRun.package,
+                            StepRun.config,
+                            StepRun.started_at,
+                            Run.id.label("run_id"),
+                            Run.name.label("run_name"),
+                            Run.spec_path,
+                        )
+                        .join(Run, Run.id == StepRun.run_id)
+                        .where(StepRun.id == step_run_id)
+                    )
+                    .mappings()
+                    .first()
+                )
                 self._step_runs[step_run_id] = dict(row) if row else {"id": step_run_id}
             return self._step_runs[step_run_id]
 
@@ -96,18 +129,28 @@ def walk(store: Store, record_id: str, depth: int = 6) -> dict[str, Any]:
     return _Walker(store, depth).node(record_type, record, None, 0, set())
 
 
-def query(store: Store, *, record_type: str = "instruction", step: str | None = None,
-          plugin: str | None = None, run: str | None = None, origin: str | None = None,
-          score_name: str | None = None, min_score: float | None = None,
-          max_score: float | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def query(
+    store: Store,
+    *,
+    record_type: str = "instruction",
+    step: str | None = None,
+    plugin: str | None = None,
+    run: str | None = None,
+    origin: str | None = None,
+    score_name: str | None = None,
+    min_score: float | None = None,
+    max_score: float | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
     """Records of one type matching every given filter, newest first.
 
     Score bounds apply to a record's scores (``score_name`` picks a value; without it, a score
     record's first value) or, for verdicts, to the weighted S.
     """
     if record_type not in RECORD_TABLES:
-        raise EcapError(f"unknown record type '{record_type}' "
-                        f"(choose from: {', '.join(RECORD_TABLES)})")
+        raise EcapError(
+            f"unknown record type '{record_type}' (choose from: {', '.join(RECORD_TABLES)})"
+        )
     table = RECORD_TABLES[record_type]
     stmt = select(table).join(StepRun, StepRun.id == table.step_run_id, isouter=True)
     if step:
@@ -128,8 +171,9 @@ def query(store: Store, *, record_type: str = "instruction", step: str | None = 
     return [_jsonable(dict(r)) for r in rows]
 
 
-def _score_filter(stmt: Any, table: Any, name: str | None, low: float | None,
-                  high: float | None) -> Any:
+def _score_filter(
+    stmt: Any, table: Any, name: str | None, low: float | None, high: float | None
+) -> Any:
     if table is VerdictRow:
         value: Any = VerdictRow.weighted
     else:

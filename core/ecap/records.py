@@ -1,6 +1,7 @@
 """The records ecap produces and stores: the words of DESIGN.md as pydantic models.
 
-Records cross every boundary (plugin <-> runner <-> store <-> exporters), so they are plain data with
+Records cross every boundary (plugin <-> runner <-> store <-> exporters), so they are plain data
+with
 no behaviour beyond naming their own lineage. Ids are sortable ULIDs, except a pair's, which is the
 hash of both images' bytes so that importing the same pair twice yields one pair.
 """
@@ -33,7 +34,7 @@ class Lineage(BaseModel):
 
 
 class Record(BaseModel):
-    """Base of every stored record. ``record_type`` names its table and its type in lineage edges."""
+    """Base of every stored record. ``record_type`` names its table and its lineage type."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     record_type: ClassVar[str]
@@ -47,7 +48,7 @@ class Record(BaseModel):
 
 
 class ImageRef(BaseModel):
-    """An image on disk or object storage, referenced by the hash of its bytes, never stored inline."""
+    """An image on disk or object storage, referenced by its bytes' hash, never stored inline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -221,7 +222,12 @@ class Item(BaseModel):
     preference: Preference | None = None
 
     SLOTS: ClassVar[tuple[str, ...]] = (
-        "pair", "instruction", "reference", "score", "verdict", "preference",
+        "pair",
+        "instruction",
+        "reference",
+        "score",
+        "verdict",
+        "preference",
     )
 
     def records(self) -> list[Record]:
@@ -239,7 +245,7 @@ class Item(BaseModel):
         """The most derived record the item carries: what a dataset built from it used."""
         for slot in ("verdict", "preference", "score", "instruction", "reference"):
             if (r := getattr(self, slot)) is not None:
-                return r  # type: ignore[no-any-return]
+                return r
         return self.pair
 
 

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from . import __version__
@@ -84,11 +85,18 @@ class Runner:
         self.options = options or RunOptions()
 
     def run(self) -> RunResult:
-        plugins = {f"{s.kind}:{s.plugin.name}": f"{s.plugin.package} {s.plugin.version}"
-                   for s in self.spec.steps.values()}
+        plugins = {
+            f"{s.kind}:{s.plugin.name}": f"{s.plugin.package} {s.plugin.version}"
+            for s in self.spec.steps.values()
+        }
         run_id = self.store.start_run(
-            name=self.spec.name, spec_path=str(self.spec.path), spec_text=self.spec.text,
-            spec_hash=self.spec.text_hash, ecap_version=__version__, plugins=plugins)
+            name=self.spec.name,
+            spec_path=str(self.spec.path),
+            spec_text=self.spec.text,
+            spec_hash=self.spec.text_hash,
+            ecap_version=__version__,
+            plugins=plugins,
+        )
         event("run.start", run=run_id, spec=str(self.spec.path))
         outcomes: dict[str, StepOutcome] = {}
         outputs: dict[str, list[Item]] = {}
@@ -96,12 +104,15 @@ class Runner:
             with Progress(enabled=self.options.progress) as progress:
                 for step_id in self.spec.order():
                     step = self.spec.steps[step_id]
-                    blocked = [u for u in step.inputs if outcomes[u].status not in
-                               ("complete", "cached")]
+                    blocked = [
+                        u for u in step.inputs if outcomes[u].status not in ("complete", "cached")
+                    ]
                     if blocked:
                         outcomes[step_id] = StepOutcome(
-                            step_id, "skipped",
-                            error=f"waiting for upstream step(s): {', '.join(blocked)}")
+                            step_id,
+                            "skipped",
+                            error=f"waiting for upstream step(s): {', '.join(blocked)}",
+                        )
                         continue
                     items = [item for u in step.inputs for item in outputs[u]]
                     outcome, produced = self._run_step(run_id, step, items, progress)
@@ -110,8 +121,13 @@ class Runner:
             self.store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         statuses = {o.status for o in outcomes.values()}
-        status = "failed" if "failed" in statuses else \
-            "waiting" if statuses & {"waiting", "skipped"} else "complete"
+        status = (
+            "failed"
+            if "failed" in statuses
+            else "waiting"
+            if statuses & {"waiting", "skipped"}
+            else "complete"
+        )
         self.store.finish_run(run_id, status)
         event("run.end", run=run_id, status=status)
         return RunResult(run_id, status, outcomes)
@@ -119,19 +135,30 @@ class Runner:
     # -- one step ---------------------------------------------------------------------------
 
     def plugin_for(self, step: Step) -> Plugin:
-        context = PluginContext(step_id=step.id, base_dir=self.spec.base_dir,
-                                work_dir=self.spec.base_dir, limit=self.options.limit,
-                                logger=logging.getLogger(f"ecap.step.{step.id}"))
+        context = PluginContext(
+            step_id=step.id,
+            base_dir=self.spec.base_dir,
+            work_dir=self.spec.base_dir,
+            limit=self.options.limit,
+            logger=logging.getLogger(f"ecap.step.{step.id}"),
+        )
         return step.plugin.cls(step.config, context)
 
-    def _run_step(self, run_id: str, step: Step, items: list[Item],
-                  progress: Progress) -> tuple[StepOutcome, list[Item]]:
+    def _run_step(
+        self, run_id: str, step: Step, items: list[Item], progress: Progress
+    ) -> tuple[StepOutcome, list[Item]]:
         plugin = self.plugin_for(step)
         step_key = step_key_of(step, plugin)
         step_run_id = self.store.start_step(
-            run_id=run_id, step_id=step.id, kind=step.kind, plugin=step.plugin.name,
-            plugin_version=step.plugin.version, package=step.plugin.package,
-            config=redact(step.raw_config, self._secret_paths(step)), step_key=step_key)
+            run_id=run_id,
+            step_id=step.id,
+            kind=step.kind,
+            plugin=step.plugin.name,
+            plugin_version=step.plugin.version,
+            package=step.plugin.package,
+            config=redact(step.raw_config, self._secret_paths(step)),
+            step_key=step_key,
+        )
         event("step.start", step=step.id, plugin=step.plugin.name, step_run=step_run_id)
         execution = _StepExecution(self, step, plugin, step_key, step_run_id, progress)
         try:
@@ -154,20 +181,34 @@ class Runner:
 
     def _secret_paths(self, step: Step) -> set[tuple[str, ...]]:
         prefix = ("steps", step.id, "with")
-        return {p[len(prefix):] for p in self.spec.secret_paths if p[:len(prefix)] == prefix}
+        return {p[len(prefix) :] for p in self.spec.secret_paths if p[: len(prefix)] == prefix}
 
 
 def step_key_of(step: Step, plugin: Plugin) -> str:
     """What identifies a step's work, apart from its inputs."""
-    return digest("step", step.kind, step.plugin.name, step.plugin.version, plugin.revision,
-                  semantic_config(step.config), plugin.fingerprint())
+    return digest(
+        "step",
+        step.kind,
+        step.plugin.name,
+        step.plugin.version,
+        plugin.revision,
+        semantic_config(step.config),
+        plugin.fingerprint(),
+    )
 
 
 class _StepExecution:
     """The state of one step while it runs (or while ``ecap pipeline plan`` looks at it)."""
 
-    def __init__(self, runner: Runner, step: Step, plugin: Plugin, step_key: str,
-                 step_run_id: str, progress: Progress) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        step: Step,
+        plugin: Plugin,
+        step_key: str,
+        step_run_id: str,
+        progress: Progress,
+    ) -> None:
         self.runner, self.step, self.plugin = runner, step, plugin
         self.store = runner.store
         self.step_key, self.step_run_id = step_key, step_run_id
@@ -194,8 +235,12 @@ class _StepExecution:
             self.counts["kept"] = len(produced)
         return self._outcome(), produced
 
-    def outputs(self, inputs: list[_Input], finished: dict[str, list[dict[str, str]]],
-                fresh: dict[str, list[Item]]) -> list[Item]:
+    def outputs(
+        self,
+        inputs: list[_Input],
+        finished: dict[str, list[dict[str, str]]],
+        fresh: dict[str, list[Item]],
+    ) -> list[Item]:
         """The step's output items in input order: cached ones read back, fresh ones as made;
         for a filter, only those its (current) thresholds keep."""
         cached = iter(self.store.hydrate([ref for refs in finished.values() for ref in refs]))
@@ -231,38 +276,51 @@ class _StepExecution:
         rate = self.runner.options.max_error_rate
         limit = self.step.options.max_error_rate if rate is None else rate
         if attempted and c["failed"] / attempted > limit:
-            return StepOutcome(self.step.id, "failed", self.step_run_id, c,
-                               f"{c['failed']} of {attempted} samples failed "
-                               f"(more than max_error_rate={limit}); see `ecap runs show`")
+            return StepOutcome(
+                self.step.id,
+                "failed",
+                self.step_run_id,
+                c,
+                f"{c['failed']} of {attempted} samples failed "
+                f"(more than max_error_rate={limit}); see `ecap runs show`",
+            )
         if c["pending"]:
-            return StepOutcome(self.step.id, "waiting", self.step_run_id, c,
-                               f"{c['pending']} samples are with annotators")
+            return StepOutcome(
+                self.step.id,
+                "waiting",
+                self.step_run_id,
+                c,
+                f"{c['pending']} samples are with annotators",
+            )
         status = "cached" if c["inputs"] and c["cached"] == c["inputs"] else "complete"
         return StepOutcome(self.step.id, status, self.step_run_id, c)
 
     def _process(self, todo: list[_Input], task: Any) -> dict[str, list[Item]]:
         size = self.step.options.batch_size
-        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
         results: dict[str, list[Item]] = {}
         async_method = {"caption": "acaption", "filter": "ascore", "judge": "ajudge"}.get(
-            self.step.kind)
+            self.step.kind
+        )
         if async_method and has_async(self.plugin, async_method):
             asyncio.run(self._process_async(batches, results, task))
         else:
             for batch in batches:
-                outcomes = self._with_retries(lambda b=batch: self._call_sync(b), len(batch))
+                outcomes = self._with_retries(partial(self._call_sync, batch), len(batch))
                 self._commit(batch, outcomes, results)
                 self.progress.advance(task, len(batch))
         return results
 
-    async def _process_async(self, batches: list[list[_Input]], results: dict[str, list[Item]],
-                             task: Any) -> None:
+    async def _process_async(
+        self, batches: list[list[_Input]], results: dict[str, list[Item]], task: Any
+    ) -> None:
         limiter = asyncio.Semaphore(self.step.options.concurrency)
 
         async def one(batch: list[_Input]) -> None:
             async with limiter:
-                outcomes = await self._with_retries_async(lambda: self._call_async(batch),
-                                                          len(batch))
+                outcomes = await self._with_retries_async(
+                    lambda: self._call_async(batch), len(batch)
+                )
             self._commit(batch, outcomes, results)
             self.progress.advance(task, len(batch))
 
@@ -298,9 +356,11 @@ class _StepExecution:
     def _attach(self, batch: list[_Input], raw: list[Any]) -> list[Outcome]:
         """Turn each plugin result into the items the step emits for that input."""
         if not isinstance(raw, list) or len(raw) != len(batch):
-            raise EcapError(f"plugin '{self.step.plugin.name}' returned "
-                            f"{len(raw) if isinstance(raw, list) else type(raw).__name__} "
-                            f"results for a batch of {len(batch)}")
+            raise EcapError(
+                f"plugin '{self.step.plugin.name}' returned "
+                f"{len(raw) if isinstance(raw, list) else type(raw).__name__} "
+                f"results for a batch of {len(batch)}"
+            )
         outcomes: list[Outcome] = []
         for inp, result in zip(batch, raw, strict=True):
             if isinstance(result, SampleError) or self.step.kind == "source":
@@ -309,9 +369,19 @@ class _StepExecution:
             item = inp.payload
             assert isinstance(item, Item)
             if self.step.kind == "caption":
-                outcomes.append([item.model_copy(update={
-                    "instruction": ins, "score": None, "verdict": None, "preference": None})
-                    for ins in result])
+                outcomes.append(
+                    [
+                        item.model_copy(
+                            update={
+                                "instruction": ins,
+                                "score": None,
+                                "verdict": None,
+                                "preference": None,
+                            }
+                        )
+                        for ins in result
+                    ]
+                )
             elif self.step.kind == "filter":
                 outcomes.append([item.model_copy(update={"score": result})])
             else:
@@ -325,39 +395,47 @@ class _StepExecution:
                 return call()
             except EcapError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a whole-batch failure, maybe transient
+            except Exception as exc:
                 if attempt + 1 == attempts:
                     return self._batch_failed(exc, attempts, size)
                 self._log_retry(exc, attempt)
-                time.sleep(self.runner.options.retry_delay * 2 ** attempt)
+                time.sleep(self.runner.options.retry_delay * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def _with_retries_async(self, call: Callable[[], Awaitable[list[Outcome]]],
-                                  size: int) -> list[Outcome]:
+    async def _with_retries_async(
+        self, call: Callable[[], Awaitable[list[Outcome]]], size: int
+    ) -> list[Outcome]:
         attempts = self.step.options.retries + 1
         for attempt in range(attempts):
             try:
                 return await call()
             except EcapError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if attempt + 1 == attempts:
                     return self._batch_failed(exc, attempts, size)
                 self._log_retry(exc, attempt)
-                await asyncio.sleep(self.runner.options.retry_delay * 2 ** attempt)
+                await asyncio.sleep(self.runner.options.retry_delay * 2**attempt)
         raise AssertionError("unreachable")
 
     def _log_retry(self, exc: Exception, attempt: int) -> None:
-        event("batch.retry", logging.WARNING, step=self.step.id, attempt=attempt + 1,
-              error=f"{type(exc).__name__}: {exc}")
+        event(
+            "batch.retry",
+            logging.WARNING,
+            step=self.step.id,
+            attempt=attempt + 1,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
     def _batch_failed(self, exc: Exception, attempts: int, size: int) -> list[Outcome]:
-        error = SampleError(error_type=type(exc).__name__,
-                            message=f"{exc} (batch failed {attempts} times)")
+        error = SampleError(
+            error_type=type(exc).__name__, message=f"{exc} (batch failed {attempts} times)"
+        )
         return [error] * size
 
-    def _commit(self, batch: Sequence[_Input], outcomes: list[Outcome],
-                results: dict[str, list[Item]]) -> None:
+    def _commit(
+        self, batch: Sequence[_Input], outcomes: list[Outcome], results: dict[str, list[Item]]
+    ) -> None:
         finished: list[Finished] = []
         failed: list[tuple[str, SampleError]] = []
         new_records: dict[str, Record] = {}
@@ -365,13 +443,16 @@ class _StepExecution:
             if isinstance(outcome, SampleError):
                 failed.append((inp.key, outcome))
                 continue
-            known = {r.id for r in inp.payload.records()} if isinstance(inp.payload, Item) else set()
+            known = (
+                {r.id for r in inp.payload.records()} if isinstance(inp.payload, Item) else set()
+            )
             for item in outcome:
                 new_records.update((r.id, r) for r in item.records() if r.id not in known)
             finished.append(Finished(inp.cache_key, inp.key, [i.refs() for i in outcome]))
             results[inp.cache_key] = outcome
-        self.store.save_batch(self.step_run_id, self.step_key, self.step.id, finished, failed,
-                              new_records.values())
+        self.store.save_batch(
+            self.step_run_id, self.step_key, self.step.id, finished, failed, new_records.values()
+        )
         self.counts["done"] += len(finished)
         self.counts["failed"] += len(failed)
 
@@ -384,14 +465,17 @@ class _StepExecution:
         unpushed = [i for i in todo if i.cache_key not in tasks]
         size = self.step.options.batch_size
         for start in range(0, len(unpushed), size):
-            batch = unpushed[start:start + size]
+            batch = unpushed[start : start + size]
             ids = plugin.push([i.payload for i in batch])  # type: ignore[misc]
-            self.store.save_external_tasks(self.step_run_id, self.step_key, [
-                (i.cache_key, i.key, ext) for i, ext in zip(batch, ids, strict=True)])
+            self.store.save_external_tasks(
+                self.step_run_id,
+                self.step_key,
+                [(i.cache_key, i.key, ext) for i, ext in zip(batch, ids, strict=True)],
+            )
             tasks.update({i.cache_key: ext for i, ext in zip(batch, ids, strict=True)})
         results: dict[str, list[Item]] = {}
         for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
+            batch = todo[start : start + size]
             pulled = plugin.pull([(i.payload, tasks[i.cache_key]) for i in batch])  # type: ignore[misc]
             ready = [(i, r) for i, r in zip(batch, pulled, strict=True) if r is not None]
             self.counts["pending"] += len(batch) - len(ready)
@@ -415,8 +499,9 @@ class _StepExecution:
             self.counts["cached"] = len(unique)
             return StepOutcome(self.step.id, "cached", self.step_run_id, self.counts), unique
         task = self.progress.add(f"{self.step.kind} {self.step.id}", 1)
-        dataset = Dataset(name=self.step.id, content_hash=content_hash, format="items",
-                          count=len(unique))
+        dataset = Dataset(
+            name=self.step.id, content_hash=content_hash, format="items", count=len(unique)
+        )
         records: list[Record] = []
         if isinstance(self.plugin, Exporter):
             result = self.plugin.export(unique, content_hash)
@@ -426,17 +511,37 @@ class _StepExecution:
             assert isinstance(self.plugin, Trainer)
             model = self.plugin.train(unique, dataset)
             records += [dataset, model]
-        edges = [{"src_type": "dataset", "src_id": dataset.id, "verb": "used",
-                  "dst_type": item.leaf().record_type, "dst_id": item.leaf().id,
-                  "step_run_id": self.step_run_id} for item in unique]
+        edges = [
+            {
+                "src_type": "dataset",
+                "src_id": dataset.id,
+                "verb": "used",
+                "dst_type": item.leaf().record_type,
+                "dst_id": item.leaf().id,
+                "step_run_id": self.step_run_id,
+            }
+            for item in unique
+        ]
         if len(records) == 2:
-            edges.append({"src_type": "model", "src_id": records[1].id, "verb": "used",
-                          "dst_type": "dataset", "dst_id": dataset.id,
-                          "step_run_id": self.step_run_id})
-        self.store.save_batch(self.step_run_id, self.step_key, self.step.id,
-                              [Finished(cache_key, content_hash,
-                                        [{r.record_type: r.id for r in records}])],
-                              [], records, edges)
+            edges.append(
+                {
+                    "src_type": "model",
+                    "src_id": records[1].id,
+                    "verb": "used",
+                    "dst_type": "dataset",
+                    "dst_id": dataset.id,
+                    "step_run_id": self.step_run_id,
+                }
+            )
+        self.store.save_batch(
+            self.step_run_id,
+            self.step_key,
+            self.step.id,
+            [Finished(cache_key, content_hash, [{r.record_type: r.id for r in records}])],
+            [],
+            records,
+            edges,
+        )
         self.counts["done"] = len(unique)
         self.progress.advance(task, 1)
         return StepOutcome(self.step.id, "complete", self.step_run_id, self.counts), unique

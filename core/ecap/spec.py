@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +24,7 @@ from .plugins import PluginInfo, Registry, get_registry
 
 ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 Path_ = tuple[str, ...]
+M = TypeVar("M", bound=BaseModel)
 _SCALARS = yaml.constructor.SafeConstructor()
 
 
@@ -111,7 +112,7 @@ class _Located:
                 key = str(key_node.value)
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 if key in out:
-                    self.problem(path + (key,), "duplicate key")
+                    self.problem((*path, key), "duplicate key")
                 out[key] = self.build(value_node, (*path, key))
             return out
         if isinstance(node, yaml.SequenceNode):
@@ -128,8 +129,11 @@ class _Located:
                 return os.environ[name]
             if default is not None:
                 return default
-            self.problem(path, f"environment variable {name} is not set "
-                               f"(set it, or give a default: ${{env:{name}:-value}})")
+            self.problem(
+                path,
+                f"environment variable {name} is not set "
+                f"(set it, or give a default: ${{env:{name}:-value}})",
+            )
             return ""
 
         self.env_paths.add(path)
@@ -147,16 +151,18 @@ class _Located:
 
 
 STEP_KEYS = {"from", "with", *StepOptions.model_fields}
+TOP_LEVEL_KEYS = ("name", "description", "store", "steps")
 
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
-    """Read, interpolate and validate a spec file. Raises :class:`SpecError` listing every problem."""
+    """Read, interpolate and validate a spec file; :class:`SpecError` lists every problem."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise SpecError([SpecProblem(str(path), None, "", f"cannot read spec: {exc.strerror}")]) \
-            from exc
+        raise SpecError(
+            [SpecProblem(str(path), None, "", f"cannot read spec: {exc.strerror}")]
+        ) from exc
     return parse_spec(text, path, registry or get_registry())
 
 
@@ -170,11 +176,16 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
         raise SpecError([SpecProblem(str(path), line, "", f"invalid YAML: {exc}")]) from exc
     doc = located.build(node) if node is not None else None
     if not isinstance(doc, dict):
-        raise SpecError([SpecProblem(str(path), 1, "", "a spec is a mapping with 'name' and 'steps'")])
+        raise SpecError(
+            [SpecProblem(str(path), 1, "", "a spec is a mapping with 'name' and 'steps'")]
+        )
 
     for key in doc:
-        if key not in ("name", "store", "steps", "description"):
-            located.problem((key,), f"unknown top-level key{did_you_mean(key, ['name', 'store', 'steps', 'description'])}")
+        if key not in TOP_LEVEL_KEYS:
+            located.problem(
+                (key,),
+                f"unknown top-level key{did_you_mean(key, TOP_LEVEL_KEYS)}",
+            )
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, dict) or not raw_steps:
         located.problem(("steps",), "'steps' must be a non-empty mapping of step id -> step")
@@ -189,9 +200,12 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
     for step in steps.values():
         for i, upstream in enumerate(step.inputs):
             if upstream not in raw_steps:
-                located.problem(("steps", step.id, "from", str(i)) if len(step.inputs) > 1 else
-                                ("steps", step.id, "from"),
-                                f"unknown step '{upstream}'{did_you_mean(upstream, raw_steps)}")
+                located.problem(
+                    ("steps", step.id, "from", str(i))
+                    if len(step.inputs) > 1
+                    else ("steps", step.id, "from"),
+                    f"unknown step '{upstream}'{did_you_mean(upstream, raw_steps)}",
+                )
     if not located.problems:
         try:
             graphlib.TopologicalSorter({s.id: s.inputs for s in steps.values()}).prepare()
@@ -202,8 +216,14 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
         raise SpecError(located.problems)
 
     name = doc.get("name") or path.stem
-    return Spec(name=str(name), path=path.resolve(), text=text, store=doc.get("store"),
-                steps=steps, secret_paths=located.env_paths)
+    return Spec(
+        name=str(name),
+        path=path.resolve(),
+        text=text,
+        store=doc.get("store"),
+        steps=steps,
+        secret_paths=located.env_paths,
+    )
 
 
 def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -> Step | None:
@@ -214,16 +234,23 @@ def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -
     kinds = [k for k in raw if k in KIND_INTERFACES]
     for key in raw:
         if key not in KIND_INTERFACES and key not in STEP_KEYS:
-            located.problem((*where, key), f"unknown step key{did_you_mean(key, [*KIND_INTERFACES, *STEP_KEYS])}")
+            located.problem(
+                (*where, key),
+                f"unknown step key{did_you_mean(key, [*KIND_INTERFACES, *STEP_KEYS])}",
+            )
     if len(kinds) != 1:
-        located.problem(where, "a step needs exactly one kind key, one of: "
-                               + ", ".join(KIND_INTERFACES) + f" (found {len(kinds)})")
+        located.problem(
+            where,
+            "a step needs exactly one kind key, one of: "
+            + ", ".join(KIND_INTERFACES)
+            + f" (found {len(kinds)})",
+        )
         return None
     kind = kinds[0]
     plugin_name = raw[kind]
     try:
         info = registry.get(kind, str(plugin_name))
-    except Exception as exc:  # noqa: BLE001 - PluginError, reported with its line
+    except Exception as exc:
         located.problem((*where, kind), str(exc))
         return None
 
@@ -241,18 +268,37 @@ def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -
     if not isinstance(raw_config, dict):
         located.problem((*where, "with"), "'with' must be a mapping of plugin settings")
         return None
-    config = _validate(info.cls.Config, raw_config, (*where, "with"), located,
-                       f"ecap plugins show {plugin_name}")
-    options = _validate(StepOptions, {k: v for k, v in raw.items() if k in StepOptions.model_fields},
-                        where, located, None)
+    config = _validate(
+        info.cls.Config, raw_config, (*where, "with"), located, f"ecap plugins show {plugin_name}"
+    )
+    options = _validate(
+        StepOptions,
+        {k: v for k, v in raw.items() if k in StepOptions.model_fields},
+        where,
+        located,
+        None,
+    )
     if config is None or options is None:
         return None
-    return Step(step_id, kind, info, config, raw_config, inputs, options,  # type: ignore[arg-type]
-                located.line(where))
+    return Step(
+        step_id,
+        kind,
+        info,
+        config,
+        raw_config,
+        inputs,
+        options,
+        located.line(where),
+    )
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], where: Path_, located: _Located,
-              help_command: str | None) -> BaseModel | None:
+def _validate(
+    model: type[M],
+    data: dict[str, Any],
+    where: Path_,
+    located: _Located,
+    help_command: str | None,
+) -> M | None:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

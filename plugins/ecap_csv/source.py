@@ -35,9 +35,11 @@ class CsvSourceConfig(PluginConfig):
     path: str = Field(description="CSV or JSONL file, relative to the spec")
     format: Literal["auto", "csv", "jsonl"] = Field("auto", description="auto: by file extension")
     images_root: str | None = Field(
-        None, description="folder that relative image paths start from (default: the file's)")
+        None, description="folder that relative image paths start from (default: the file's)"
+    )
     instruction_origin: Literal["reference", "human", "model"] = Field(
-        "reference", description="origin recorded for instructions found in the file")
+        "reference", description="origin recorded for instructions found in the file"
+    )
     max_image_pixels: int = Field(64_000_000, ge=1, description="larger images fail their row")
     url_timeout: float = transport_field(30.0, description="seconds per image download")
 
@@ -129,27 +131,42 @@ class CsvSource(AnnotationSource):
         number = source_row.data["row"]
         where = f"{self.file.name}:{number}"
         if "_error" in source_row.data:
-            return SampleError(error_type="RowError", message=f"{where}: {source_row.data['_error']}")
+            return SampleError(
+                error_type="RowError", message=f"{where}: {source_row.data['_error']}"
+            )
         try:
             row = _Row.model_validate({k: v for k, v in source_row.data.items() if k != "row"})
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
             return SampleError(error_type="RowError", message=f"{where}: {problems}")
         try:
             source, target = self._image(row.source), self._image(row.target)
         except ImageError as exc:
             return SampleError(error_type="ImageError", message=f"{where}: {exc}")
         extra = {k: v for k, v in (row.model_extra or {}).items() if k not in KNOWN_COLUMNS}
-        pair = Pair.of(source, target, category=row.category,
-                       meta={"source_file": str(self.file), "row": number, **extra})
+        pair = Pair.of(
+            source,
+            target,
+            category=row.category,
+            meta={"source_file": str(self.file), "row": number, **extra},
+        )
         item: dict[str, Any] = {"pair": pair}
         if row.instruction:
             item["instruction"] = Instruction(
-                pair_id=pair.id, text=row.instruction, origin=self.config.instruction_origin,
-                author=self.file.name)
+                pair_id=pair.id,
+                text=row.instruction,
+                origin=self.config.instruction_origin,
+                author=self.file.name,
+            )
         if row.primary or row.secondary or row.overall:
-            item["reference"] = Reference(pair_id=pair.id, primary=row.primary,
-                                          secondary=row.secondary, overall=row.overall or "")
+            item["reference"] = Reference(
+                pair_id=pair.id,
+                primary=row.primary,
+                secondary=row.secondary,
+                overall=row.overall or "",
+            )
         return [Item(**item)]
 
     def _image(self, location: str) -> ImageRef:
@@ -184,8 +201,14 @@ def inspect_image(data: bytes, uri: str, max_pixels: int) -> ImageRef:
             if width * height > max_pixels:
                 raise ImageError(f"{uri}: {width}x{height} is over max_image_pixels={max_pixels}")
             image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         raise ImageError(f"{uri}: not a readable image ({exc})") from exc
-    return ImageRef(uri=uri, sha256=hashlib.sha256(data).hexdigest(), width=width, height=height,
-                    format=fmt)
+    return ImageRef(
+        uri=uri, sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
+    )

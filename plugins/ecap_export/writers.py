@@ -18,13 +18,28 @@ from ecap.records import Item
 
 
 class ExportConfig(PluginConfig):
-    path: str = Field(description="output file (jsonl, parquet) or folder (hf), relative to the spec")
+    path: str = Field(
+        description="output file (jsonl, parquet) or folder (hf), relative to the spec"
+    )
 
 
 COLUMNS = (
-    "pair_id", "source_image", "target_image", "source_sha256", "target_sha256", "category",
-    "instruction_id", "instruction", "instruction_origin", "instruction_author",
-    "reference_id", "reference", "score_id", "scores", "verdict_id", "verdict",
+    "pair_id",
+    "source_image",
+    "target_image",
+    "source_sha256",
+    "target_sha256",
+    "category",
+    "instruction_id",
+    "instruction",
+    "instruction_origin",
+    "instruction_author",
+    "reference_id",
+    "reference",
+    "score_id",
+    "scores",
+    "verdict_id",
+    "verdict",
 )
 
 
@@ -32,23 +47,40 @@ def item_row(item: Item) -> dict[str, Any]:
     """One flat, JSON-friendly row per item."""
     pair = item.pair
     row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    row.update(pair_id=pair.id, source_image=pair.source.uri, target_image=pair.target.uri,
-               source_sha256=pair.source.sha256, target_sha256=pair.target.sha256,
-               category=pair.category)
+    row.update(
+        pair_id=pair.id,
+        source_image=pair.source.uri,
+        target_image=pair.target.uri,
+        source_sha256=pair.source.sha256,
+        target_sha256=pair.target.sha256,
+        category=pair.category,
+    )
     if item.instruction:
         ins = item.instruction
-        row.update(instruction_id=ins.id, instruction=ins.text, instruction_origin=ins.origin,
-                   instruction_author=ins.author)
+        row.update(
+            instruction_id=ins.id,
+            instruction=ins.text,
+            instruction_origin=ins.origin,
+            instruction_author=ins.author,
+        )
     if item.reference:
         ref = item.reference
-        row.update(reference_id=ref.id, reference=json.dumps(
-            {"primary": ref.primary, "secondary": ref.secondary, "overall": ref.overall}))
+        row.update(
+            reference_id=ref.id,
+            reference=json.dumps(
+                {"primary": ref.primary, "secondary": ref.secondary, "overall": ref.overall}
+            ),
+        )
     if item.score:
         row.update(score_id=item.score.id, scores=json.dumps(item.score.values))
     if item.verdict:
         v = item.verdict
-        row.update(verdict_id=v.id, verdict=json.dumps(
-            {"judge": v.judge, "axes": v.axes, "weighted": v.weighted, "labels": v.labels}))
+        row.update(
+            verdict_id=v.id,
+            verdict=json.dumps(
+                {"judge": v.judge, "axes": v.axes, "weighted": v.weighted, "labels": v.labels}
+            ),
+        )
     return row
 
 
@@ -104,5 +136,5 @@ class HfExporter(_FileExporter):
 
 
 def _arrow_schema(pa: Any) -> Any:
-    """Every column is a string (nested values are JSON); explicit, so all-null columns keep a type."""
+    """Every column is a string (nested values are JSON); explicit, so null columns keep a type."""
     return pa.schema([(name, pa.string()) for name in COLUMNS])

@@ -28,7 +28,9 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="ecap")
-@click.option("--log-json", is_flag=True, help="Write logs as JSON lines (also ECAP_LOG_FORMAT=json).")
+@click.option(
+    "--log-json", is_flag=True, help="Write logs as JSON lines (also ECAP_LOG_FORMAT=json)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every step and run event.")
 def cli(log_json: bool, verbose: bool) -> None:
     """ecap: build, refine and judge training data for instruction-guided image editing."""
@@ -50,9 +52,12 @@ def _add_plugin_commands() -> None:
     for impl in registry.manager.hook.register_commands.get_hookimpls():
         try:
             impl.function(cli=cli)
-        except Exception as exc:  # noqa: BLE001
-            click.secho(f"warning: plugin '{impl.plugin_name}' failed to add commands: {exc}",
-                        fg="yellow", err=True)
+        except Exception as exc:
+            click.secho(
+                f"warning: plugin '{impl.plugin_name}' failed to add commands: {exc}",
+                fg="yellow",
+                err=True,
+            )
 
 
 def main(args: list[str] | None = None) -> Any:

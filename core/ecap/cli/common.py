@@ -23,9 +23,13 @@ console = Console()
 
 def store_option(func: F) -> F:
     return click.option(
-        "--store", "store_ref", envvar="ECAP_STORE", default=None,
+        "--store",
+        "store_ref",
+        envvar="ECAP_STORE",
+        default=None,
         help="SQLAlchemy URL, a .db file, or a spec whose store to use "
-             "(default: $ECAP_STORE, else ./ecap.db).")(func)
+        "(default: $ECAP_STORE, else ./ecap.db).",
+    )(func)
 
 
 def json_option(func: F) -> F:
@@ -54,8 +58,9 @@ def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
         raw = yaml.safe_load(path.read_text()) or {}
         declared = raw.get("store") if isinstance(raw, dict) else None
         if declared:
-            declared = ENV_PATTERN.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""),
-                                       declared)
+            declared = ENV_PATTERN.sub(
+                lambda m: os.environ.get(m.group(1), m.group(2) or ""), declared
+            )
         return store_url(declared or None, path.resolve().parent)
     return f"sqlite:///{path.resolve()}"
 
@@ -66,13 +71,16 @@ def open_store(ref: str | None, *, auto_upgrade: bool = False) -> Store:
 
     url = store_url(ref)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise EcapError(f"no store at {url.removeprefix('sqlite:///')}; run a pipeline first, "
-                        "or point --store (or $ECAP_STORE) at one")
+        raise EcapError(
+            f"no store at {url.removeprefix('sqlite:///')}; run a pipeline first, "
+            "or point --store (or $ECAP_STORE) at one"
+        )
     return Store(url, auto_upgrade=auto_upgrade)
 
 
-def emit(rows: Any, as_json: bool, *, columns: Sequence[str] = (), title: str | None = None
-         ) -> None:
+def emit(
+    rows: Any, as_json: bool, *, columns: Sequence[str] = (), title: str | None = None
+) -> None:
     """Print ``rows`` as JSON, or as a table of ``columns``."""
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))

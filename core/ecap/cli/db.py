@@ -19,7 +19,9 @@ def upgrade(store_ref: str | None) -> None:
     from ..store import Store, migrate
 
     store = Store(store_url(store_ref), auto_upgrade=True)
-    click.echo(f"{store.redacted_url} is at schema revision {migrate.current_revision(store.engine)}")
+    click.echo(
+        f"{store.redacted_url} is at schema revision {migrate.current_revision(store.engine)}"
+    )
 
 
 @group.command()

@@ -15,8 +15,13 @@ from .common import console, open_store, store_option
 @click.command("export")
 @click.option("--step", "step_id", required=True, help="Step whose outputs to export.")
 @click.option("--run", "run_id", default=None, help="Run (id or prefix); default: the latest.")
-@click.option("--format", "fmt", default="jsonl", show_default=True,
-              help="An exporter plugin: jsonl, parquet, hf, or one a plugin adds.")
+@click.option(
+    "--format",
+    "fmt",
+    default="jsonl",
+    show_default=True,
+    help="An exporter plugin: jsonl, parquet, hf, or one a plugin adds.",
+)
 @click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
 @store_option
 def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: str | None) -> None:
@@ -28,8 +33,9 @@ def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: st
     items = store.step_outputs(step_run["step_key"])
     info = get_registry().get("export", fmt)
     target = Path(output).resolve()
-    context = PluginContext(step_id=f"export-{step_id}", base_dir=Path.cwd(),
-                            work_dir=target.parent)
+    context = PluginContext(
+        step_id=f"export-{step_id}", base_dir=Path.cwd(), work_dir=target.parent
+    )
     exporter = info.cls(info.cls.Config.model_validate({"path": target.name}), context)
     result = exporter.export(items, step_run["step_key"])  # type: ignore[attr-defined]
     console.print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")

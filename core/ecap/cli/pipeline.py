@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-
-from typing import TYPE_CHECKING
 
 from ..spec import Spec, load_spec
 from .common import console, emit, json_option, store_url
@@ -30,30 +28,61 @@ def _store_for(spec: Spec, override: str | None) -> Store:
 @group.command()
 @click.argument("spec_path", type=click.Path(dir_okay=False))
 @click.option("--store", "store_ref", default=None, help="Store URL (overrides the spec's).")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Import only the first N rows of every source: try a spec on a few samples.")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=None,
-              help="Fail a step when more than this share of its samples fail (overrides steps).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Import only the first N rows of every source: try a spec on a few samples.",
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Fail a step when more than this share of its samples fail (overrides steps).",
+)
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @json_option
-def run(spec_path: str, store_ref: str | None, limit: int | None, max_error_rate: float | None,
-        progress: bool, as_json: bool) -> None:
+def run(
+    spec_path: str,
+    store_ref: str | None,
+    limit: int | None,
+    max_error_rate: float | None,
+    progress: bool,
+    as_json: bool,
+) -> None:
     """Run SPEC_PATH. Finished samples are served from the store; a killed run resumes."""
-    from ..runner import RunOptions, Runner
+    from ..runner import Runner, RunOptions
 
     spec = load_spec(spec_path)
     store = _store_for(spec, store_ref)
-    result = Runner(spec, store, RunOptions(limit=limit, max_error_rate=max_error_rate,
-                                            progress=progress and not as_json)).run()
-    rows = [{"step": o.step_id, "status": o.status, **o.counts, "error": o.error or ""}
-            for o in result.steps.values()]
+    result = Runner(
+        spec,
+        store,
+        RunOptions(limit=limit, max_error_rate=max_error_rate, progress=progress and not as_json),
+    ).run()
+    rows = [
+        {"step": o.step_id, "status": o.status, **o.counts, "error": o.error or ""}
+        for o in result.steps.values()
+    ]
     if as_json:
-        click.echo(json.dumps({"run": result.run_id, "status": result.status,
-                               "store": store.redacted_url, "steps": rows}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "run": result.run_id,
+                    "status": result.status,
+                    "store": store.redacted_url,
+                    "steps": rows,
+                },
+                indent=2,
+            )
+        )
     else:
-        emit(rows, False, columns=["step", "status", "inputs", "cached", "done", "failed",
-                                   "pending", "error"],
-             title=f"run {result.run_id}: {result.status}")
+        emit(
+            rows,
+            False,
+            columns=["step", "status", "inputs", "cached", "done", "failed", "pending", "error"],
+            title=f"run {result.run_id}: {result.status}",
+        )
         console.print(f"store: {store.redacted_url}")
     if result.status == "failed":
         raise SystemExit(1)
@@ -78,5 +107,19 @@ def plan(spec_path: str, store_ref: str | None, limit: int | None, as_json: bool
 
     spec = load_spec(spec_path)
     rows: list[dict[str, Any]] = plan_spec(spec, _store_for(spec, store_ref), limit)
-    emit(rows, as_json, columns=["step", "kind", "plugin", "version", "from", "inputs", "cached",
-                                 "to_run", "step_key"], title=f"plan for {spec.name}")
+    emit(
+        rows,
+        as_json,
+        columns=[
+            "step",
+            "kind",
+            "plugin",
+            "version",
+            "from",
+            "inputs",
+            "cached",
+            "to_run",
+            "step_key",
+        ],
+        title=f"plan for {spec.name}",
+    )

@@ -22,22 +22,52 @@ def group() -> None:
 def list_plugins(as_json: bool) -> None:
     """Every registered plugin with its kind, version and package, and any broken ones."""
     registry = get_registry()
-    rows = [{"kind": info.kind, "name": info.name, "version": info.version,
-             "package": info.package, "status": "ok"}
-            for (_, _), info in sorted(registry.plugins.items())]
-    rows += [{"kind": kind, "name": name, "version": "", "status": "conflict",
-              "package": " + ".join(p.package for p in infos)}
-             for (kind, name), infos in sorted(registry.conflicts.items())]
-    rows += [{"kind": "?", "name": b.entry_point, "version": "", "package": b.package,
-              "status": f"broken: {b.error}"} for b in registry.broken]
-    emit(rows, as_json, columns=["kind", "name", "version", "package", "status"],
-         title="ecap plugins")
+    rows = [
+        {
+            "kind": info.kind,
+            "name": info.name,
+            "version": info.version,
+            "package": info.package,
+            "status": "ok",
+        }
+        for (_, _), info in sorted(registry.plugins.items())
+    ]
+    rows += [
+        {
+            "kind": kind,
+            "name": name,
+            "version": "",
+            "status": "conflict",
+            "package": " + ".join(p.package for p in infos),
+        }
+        for (kind, name), infos in sorted(registry.conflicts.items())
+    ]
+    rows += [
+        {
+            "kind": "?",
+            "name": b.entry_point,
+            "version": "",
+            "package": b.package,
+            "status": f"broken: {b.error}",
+        }
+        for b in registry.broken
+    ]
+    emit(
+        rows,
+        as_json,
+        columns=["kind", "name", "version", "package", "status"],
+        title="ecap plugins",
+    )
 
 
 @group.command()
 @click.argument("name")
-@click.option("--kind", type=click.Choice(sorted(KIND_INTERFACES)), default=None,
-              help="Needed only when several kinds share NAME.")
+@click.option(
+    "--kind",
+    type=click.Choice(sorted(KIND_INTERFACES)),
+    default=None,
+    help="Needed only when several kinds share NAME.",
+)
 @json_option
 def show(name: str, kind: str | None, as_json: bool) -> None:
     """NAME's config schema: the fields its ``with:`` block takes."""
@@ -47,23 +77,40 @@ def show(name: str, kind: str | None, as_json: bool) -> None:
         names = {n for (_, n) in registry.plugins}
         raise PluginError(f"unknown plugin '{name}'{did_you_mean(name, names)}")
     if len(kinds) > 1:
-        raise PluginError(f"'{name}' is a plugin of several kinds ({', '.join(kinds)}); "
-                          "add --kind")
+        raise PluginError(f"'{name}' is a plugin of several kinds ({', '.join(kinds)}); add --kind")
     info = registry.get(kinds[0], name)
     schema = info.cls.Config.model_json_schema()
     if as_json:
-        click.echo(json.dumps({"kind": info.kind, "name": info.name, "version": info.version,
-                               "package": info.package, "config": schema}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "kind": info.kind,
+                    "name": info.name,
+                    "version": info.version,
+                    "package": info.package,
+                    "config": schema,
+                },
+                indent=2,
+            )
+        )
         return
-    console.print(f"[bold]{info.kind} plugin '{info.name}'[/bold] "
-                  f"({info.package} {info.version}, {info.cls.__module__}.{info.cls.__name__})")
+    console.print(
+        f"[bold]{info.kind} plugin '{info.name}'[/bold] "
+        f"({info.package} {info.version}, {info.cls.__module__}.{info.cls.__name__})"
+    )
     if info.cls.__doc__:
         console.print(info.cls.__doc__.strip())
-    rows = [{"field": field, "type": prop.get("type", prop.get("anyOf", "")),
-             "default": prop.get("default", "(required)") if field not in
-             schema.get("required", []) else "(required)",
-             "description": prop.get("description", "")}
-            for field, prop in schema.get("properties", {}).items()]
+    rows = [
+        {
+            "field": field,
+            "type": prop.get("type", prop.get("anyOf", "")),
+            "default": prop.get("default", "(required)")
+            if field not in schema.get("required", [])
+            else "(required)",
+            "description": prop.get("description", ""),
+        }
+        for field, prop in schema.get("properties", {}).items()
+    ]
     emit(rows, False, columns=["field", "type", "default", "description"])
 
 
@@ -72,22 +119,32 @@ def doctor() -> None:
     """Explain every plugin that failed to load or is registered twice; exit 1 if any."""
     registry = get_registry()
     for broken in registry.broken:
-        click.secho(f"{broken.entry_point} (package {broken.package}) failed to load: "
-                    f"{broken.error}", fg="red")
+        click.secho(
+            f"{broken.entry_point} (package {broken.package}) failed to load: {broken.error}",
+            fg="red",
+        )
         click.echo(broken.detail)
-        click.echo(f"  fix it, `pip uninstall {broken.package}`, or skip it with "
-                   f"ECAP_BLOCK_PLUGINS={broken.entry_point}\n")
+        click.echo(
+            f"  fix it, `pip uninstall {broken.package}`, or skip it with "
+            f"ECAP_BLOCK_PLUGINS={broken.entry_point}\n"
+        )
     for (kind, name), infos in registry.conflicts.items():
-        click.secho(f"{kind} plugin '{name}' is registered by "
-                    f"{' and '.join(i.package for i in infos)}", fg="red")
+        click.secho(
+            f"{kind} plugin '{name}' is registered by {' and '.join(i.package for i in infos)}",
+            fg="red",
+        )
     if registry.broken or registry.conflicts:
         raise SystemExit(1)
     click.echo(f"all {len(registry.plugins)} plugins loaded")
 
 
 @click.command("schema")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the only format; accepted "
-              "so that every command takes --json).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON (the only format; accepted so that every command takes --json).",
+)
 def schema(as_json: bool) -> None:
     """JSON Schema of pipeline specs, for editor completion and validation."""
     from ..spec import StepOptions
@@ -99,19 +156,25 @@ def schema(as_json: bool) -> None:
             if (REGISTRY_KIND[kind], name) not in registry.plugins:
                 continue
             info = registry.plugins[REGISTRY_KIND[kind], name]
-            variants.append({
-                "type": "object",
-                "title": f"{kind}: {name}",
-                "properties": {
-                    kind: {"const": name},
-                    "from": {"anyOf": [{"type": "string"},
-                                       {"type": "array", "items": {"type": "string"}}]},
-                    "with": info.cls.Config.model_json_schema(),
-                    **StepOptions.model_json_schema()["properties"],
-                },
-                "required": [kind],
-                "additionalProperties": False,
-            })
+            variants.append(
+                {
+                    "type": "object",
+                    "title": f"{kind}: {name}",
+                    "properties": {
+                        kind: {"const": name},
+                        "from": {
+                            "anyOf": [
+                                {"type": "string"},
+                                {"type": "array", "items": {"type": "string"}},
+                            ]
+                        },
+                        "with": info.cls.Config.model_json_schema(),
+                        **StepOptions.model_json_schema()["properties"],
+                    },
+                    "required": [kind],
+                    "additionalProperties": False,
+                }
+            )
     document = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "ecap pipeline spec",

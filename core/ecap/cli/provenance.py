@@ -49,12 +49,17 @@ def _label(node: dict[str, Any]) -> str:
         return f"{node['type']} {node['id']} (not in this store)"
     record = node["record"]
     summary = {
-        "pair": lambda r: f"{r['source']['uri']} -> {r['target']['uri']}"
-                          + (f" [{r['category']}]" if r.get("category") else "")
-                          + (f" from {r['meta']['source_file']}:{r['meta'].get('row')}"
-                             if "source_file" in r["meta"] else ""),
-        "instruction": lambda r: f"{r['origin']} \"{r['text'][:80]}\"",
-        "reference": lambda r: f"\"{r['overall'][:80]}\"",
+        "pair": lambda r: (
+            f"{r['source']['uri']} -> {r['target']['uri']}"
+            + (f" [{r['category']}]" if r.get("category") else "")
+            + (
+                f" from {r['meta']['source_file']}:{r['meta'].get('row')}"
+                if "source_file" in r["meta"]
+                else ""
+            )
+        ),
+        "instruction": lambda r: f'{r["origin"]} "{r["text"][:80]}"',
+        "reference": lambda r: f'"{r["overall"][:80]}"',
         "score": lambda r: f"{r['scorer']} {r['values']}",
         "verdict": lambda r: f"{r['judge']} S={r['weighted']} {r['axes']}",
         "preference": lambda r: f"chosen {r['chosen_id']} over {r['rejected_id']}",
@@ -64,15 +69,22 @@ def _label(node: dict[str, Any]) -> str:
     text = f"[cyan]{node['type']}[/cyan] {node['id']}: {summary}"
     made = node.get("generated_by")
     if made and "step_id" in made:
-        text += (f"\n  made by step '{made['step_id']}' ({made['kind']}: {made['plugin']} "
-                 f"{made['plugin_version']}) in run {made['run_id']} ({made['run_name']})")
+        text += (
+            f"\n  made by step '{made['step_id']}' ({made['kind']}: {made['plugin']} "
+            f"{made['plugin_version']}) in run {made['run_id']} ({made['run_name']})"
+        )
     return text
 
 
 @group.command()
 @store_option
-@click.option("--type", "record_type", type=click.Choice(sorted(RECORD_TYPES)),
-              default="instruction", show_default=True)
+@click.option(
+    "--type",
+    "record_type",
+    type=click.Choice(sorted(RECORD_TYPES)),
+    default="instruction",
+    show_default=True,
+)
 @click.option("--step", help="Made by this step id.")
 @click.option("--plugin", help="Made by this plugin.")
 @click.option("--run", help="Made in this run (id or prefix).")
@@ -82,14 +94,33 @@ def _label(node: dict[str, Any]) -> str:
 @click.option("--max-score", type=float)
 @click.option("-n", "--limit", default=50, show_default=True)
 @json_option
-def query(store_ref: str | None, record_type: str, step: str | None, plugin: str | None,
-          run: str | None, origin: str | None, score_name: str | None, min_score: float | None,
-          max_score: float | None, limit: int, as_json: bool) -> None:
+def query(
+    store_ref: str | None,
+    record_type: str,
+    step: str | None,
+    plugin: str | None,
+    run: str | None,
+    origin: str | None,
+    score_name: str | None,
+    min_score: float | None,
+    max_score: float | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Records matching every filter, newest first."""
     from .. import provenance
 
-    rows = provenance.query(open_store(store_ref), record_type=record_type, step=step,
-                            plugin=plugin, run=run, origin=origin, score_name=score_name,
-                            min_score=min_score, max_score=max_score, limit=limit)
+    rows = provenance.query(
+        open_store(store_ref),
+        record_type=record_type,
+        step=step,
+        plugin=plugin,
+        run=run,
+        origin=origin,
+        score_name=score_name,
+        min_score=min_score,
+        max_score=max_score,
+        limit=limit,
+    )
     columns = [c for c in (rows[0] if rows else {"id": None}) if c not in ("meta", "created_at")]
     emit(rows, as_json, columns=columns, title=f"{len(rows)} {record_type} records")

@@ -22,10 +22,11 @@ def group() -> None:
 def list_runs(store_ref: str | None, limit: int, as_json: bool) -> None:
     """Recent runs, newest first."""
     store = open_store(store_ref)
-    rows = [{k: r[k] for k in ("id", "name", "status", "started_at", "finished_at", "spec_path")}
-            for r in store.runs(limit)]
-    emit(rows, as_json, columns=["id", "name", "status", "started_at", "finished_at"],
-         title="runs")
+    rows = [
+        {k: r[k] for k in ("id", "name", "status", "started_at", "finished_at", "spec_path")}
+        for r in store.runs(limit)
+    ]
+    emit(rows, as_json, columns=["id", "name", "status", "started_at", "finished_at"], title="runs")
 
 
 @group.command()
@@ -41,18 +42,60 @@ def show(run_id: str | None, store_ref: str | None, as_json: bool) -> None:
     steps = store.step_runs(run["id"])
     failures = store.failures([s["id"] for s in steps])
     if as_json:
-        click.echo(json.dumps({"run": {k: v for k, v in run.items() if k != "spec_text"},
-                               "steps": steps, "failures": failures}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    "run": {k: v for k, v in run.items() if k != "spec_text"},
+                    "steps": steps,
+                    "failures": failures,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
-    console.print(f"[bold]run {run['id']}[/bold] {run['name']}: {run['status']} "
-                  f"(spec {run['spec_path']}, ecap {run['ecap_version']})")
+    console.print(
+        f"[bold]run {run['id']}[/bold] {run['name']}: {run['status']} "
+        f"(spec {run['spec_path']}, ecap {run['ecap_version']})"
+    )
     if run["error"]:
         console.print(f"[red]{run['error']}[/red]")
-    emit([{"step": s["step_id"], "plugin": f"{s['kind']}:{s['plugin']} {s['plugin_version']}",
-           "status": s["status"], **s["counts"], "error": s["error"]} for s in steps], False,
-         columns=["step", "plugin", "status", "inputs", "cached", "done", "failed", "pending",
-                  "error"])
+    emit(
+        [
+            {
+                "step": s["step_id"],
+                "plugin": f"{s['kind']}:{s['plugin']} {s['plugin_version']}",
+                "status": s["status"],
+                **s["counts"],
+                "error": s["error"],
+            }
+            for s in steps
+        ],
+        False,
+        columns=[
+            "step",
+            "plugin",
+            "status",
+            "inputs",
+            "cached",
+            "done",
+            "failed",
+            "pending",
+            "error",
+        ],
+    )
     if failures:
-        emit([{"step": f["step_id"], "input": f["input_key"], "error": f["error_type"],
-               "message": f["message"]} for f in failures], False,
-             columns=["step", "input", "error", "message"], title="failed samples")
+        emit(
+            [
+                {
+                    "step": f["step_id"],
+                    "input": f["input_key"],
+                    "error": f["error_type"],
+                    "message": f["message"],
+                }
+                for f in failures
+            ],
+            False,
+            columns=["step", "input", "error", "message"],
+            title="failed samples",
+        )

@@ -36,7 +36,7 @@ CHUNK = 500  # ids per IN (...) query; well under every dialect's parameter limi
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 @dataclass
@@ -78,38 +78,86 @@ class Store:
 
     # -- runs and step runs -------------------------------------------------------------------
 
-    def start_run(self, *, name: str, spec_path: str, spec_text: str, spec_hash: str,
-                  ecap_version: str, plugins: dict[str, str]) -> str:
+    def start_run(
+        self,
+        *,
+        name: str,
+        spec_path: str,
+        spec_text: str,
+        spec_hash: str,
+        ecap_version: str,
+        plugins: dict[str, str],
+    ) -> str:
         run_id = new_id()
         with self.engine.begin() as conn:
-            conn.execute(insert(Run).values(
-                id=run_id, name=name, spec_path=spec_path, spec_text=spec_text,
-                spec_hash=spec_hash, status="running", ecap_version=ecap_version,
-                plugins=plugins, started_at=utcnow(), finished_at=None, error=None))
+            conn.execute(
+                insert(Run).values(
+                    id=run_id,
+                    name=name,
+                    spec_path=spec_path,
+                    spec_text=spec_text,
+                    spec_hash=spec_hash,
+                    status="running",
+                    ecap_version=ecap_version,
+                    plugins=plugins,
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error=None,
+                )
+            )
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(Run).where(Run.id == run_id).values(
-                status=status, finished_at=utcnow(), error=error))
+            conn.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(status=status, finished_at=utcnow(), error=error)
+            )
 
-    def start_step(self, *, run_id: str, step_id: str, kind: str, plugin: str,
-                   plugin_version: str, package: str, config: dict[str, Any],
-                   step_key: str) -> str:
+    def start_step(
+        self,
+        *,
+        run_id: str,
+        step_id: str,
+        kind: str,
+        plugin: str,
+        plugin_version: str,
+        package: str,
+        config: dict[str, Any],
+        step_key: str,
+    ) -> str:
         step_run_id = new_id()
         with self.engine.begin() as conn:
-            conn.execute(insert(StepRun).values(
-                id=step_run_id, run_id=run_id, step_id=step_id, kind=kind, plugin=plugin,
-                plugin_version=plugin_version, package=package, config=config,
-                step_key=step_key, status="running", counts={}, started_at=utcnow(),
-                finished_at=None, error=None))
+            conn.execute(
+                insert(StepRun).values(
+                    id=step_run_id,
+                    run_id=run_id,
+                    step_id=step_id,
+                    kind=kind,
+                    plugin=plugin,
+                    plugin_version=plugin_version,
+                    package=package,
+                    config=config,
+                    step_key=step_key,
+                    status="running",
+                    counts={},
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error=None,
+                )
+            )
         return step_run_id
 
-    def finish_step(self, step_run_id: str, status: str, counts: dict[str, int],
-                    error: str | None = None) -> None:
+    def finish_step(
+        self, step_run_id: str, status: str, counts: dict[str, int], error: str | None = None
+    ) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(StepRun).where(StepRun.id == step_run_id).values(
-                status=status, counts=counts, finished_at=utcnow(), error=error))
+            conn.execute(
+                update(StepRun)
+                .where(StepRun.id == step_run_id)
+                .values(status=status, counts=counts, finished_at=utcnow(), error=error)
+            )
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -118,14 +166,18 @@ class Store:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(Run).where(Run.id.startswith(run_id))
-                               .order_by(Run.id.desc())).mappings().first()
+            row = (
+                conn.execute(select(Run).where(Run.id.startswith(run_id)).order_by(Run.id.desc()))
+                .mappings()
+                .first()
+            )
             return dict(row) if row else None
 
     def step_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(StepRun).where(StepRun.run_id == run_id)
-                                .order_by(StepRun.id)).mappings()
+            rows = conn.execute(
+                select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id)
+            ).mappings()
             return [dict(r) for r in rows]
 
     def step_run(self, step_run_id: str) -> dict[str, Any] | None:
@@ -144,18 +196,26 @@ class Store:
     def step_outputs(self, step_key: str) -> list[Item]:
         """Every item a step (identified by its key) has produced, in completion order."""
         with self.engine.connect() as conn:
-            outputs = conn.execute(select(SampleResult.outputs)
-                                   .where(SampleResult.step_key == step_key)
-                                   .order_by(SampleResult.created_at)).scalars().all()
+            outputs = (
+                conn.execute(
+                    select(SampleResult.outputs)
+                    .where(SampleResult.step_key == step_key)
+                    .order_by(SampleResult.created_at)
+                )
+                .scalars()
+                .all()
+            )
         return self.hydrate([ref for refs in outputs for ref in refs])
 
     def failures(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         with self.engine.connect() as conn:
             for chunk in _chunks(step_run_ids):
-                rows = conn.execute(select(SampleFailure)
-                                    .where(SampleFailure.step_run_id.in_(chunk))
-                                    .order_by(SampleFailure.id)).mappings()
+                rows = conn.execute(
+                    select(SampleFailure)
+                    .where(SampleFailure.step_run_id.in_(chunk))
+                    .order_by(SampleFailure.id)
+                ).mappings()
                 out.extend(dict(r) for r in rows)
         return out
 
@@ -166,15 +226,24 @@ class Store:
         done: dict[str, list[dict[str, str]]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(cache_keys):
-                rows = conn.execute(select(SampleResult.cache_key, SampleResult.outputs)
-                                    .where(SampleResult.cache_key.in_(chunk)))
+                rows = conn.execute(
+                    select(SampleResult.cache_key, SampleResult.outputs).where(
+                        SampleResult.cache_key.in_(chunk)
+                    )
+                )
                 done.update({key: outputs for key, outputs in rows})
         return done
 
-    def save_batch(self, step_run_id: str, step_key: str, step_id: str,
-                   finished: Sequence[Finished], failed: Sequence[tuple[str, SampleError]],
-                   new_records: Iterable[Record], extra_edges: Iterable[dict[str, Any]] = ()
-                   ) -> None:
+    def save_batch(
+        self,
+        step_run_id: str,
+        step_key: str,
+        step_id: str,
+        finished: Sequence[Finished],
+        failed: Sequence[tuple[str, SampleError]],
+        new_records: Iterable[Record],
+        extra_edges: Iterable[dict[str, Any]] = (),
+    ) -> None:
         """Commit finished samples, the records they produced, their edges and any failures."""
         now = utcnow()
         rows_by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -182,9 +251,16 @@ class Store:
         for record in new_records:
             rows_by_type[record.record_type].append(record_row(record, step_run_id, now))
             edges.extend(
-                {"src_type": record.record_type, "src_id": record.id, "verb": e.verb,
-                 "dst_type": e.target_type, "dst_id": e.target_id, "step_run_id": step_run_id}
-                for e in record.lineage())
+                {
+                    "src_type": record.record_type,
+                    "src_id": record.id,
+                    "verb": e.verb,
+                    "dst_type": e.target_type,
+                    "dst_id": e.target_id,
+                    "step_run_id": step_run_id,
+                }
+                for e in record.lineage()
+            )
         with self.engine.begin() as conn:
             for record_type, rows in rows_by_type.items():
                 table = RECORD_TABLES[record_type].__table__  # type: ignore[attr-defined]
@@ -192,15 +268,35 @@ class Store:
             if edges:
                 conn.execute(insert(Edge), edges)
             if finished:
-                conn.execute(insert(SampleResult), [
-                    {"cache_key": f.cache_key, "step_key": step_key, "input_key": f.input_key,
-                     "outputs": f.outputs, "step_run_id": step_run_id,
-                     "created_at": now} for f in finished])
+                conn.execute(
+                    insert(SampleResult),
+                    [
+                        {
+                            "cache_key": f.cache_key,
+                            "step_key": step_key,
+                            "input_key": f.input_key,
+                            "outputs": f.outputs,
+                            "step_run_id": step_run_id,
+                            "created_at": now,
+                        }
+                        for f in finished
+                    ],
+                )
             if failed:
-                conn.execute(insert(SampleFailure), [
-                    {"step_run_id": step_run_id, "step_id": step_id, "input_key": key,
-                     "error_type": err.error_type, "message": err.message, "created_at": now}
-                    for key, err in failed])
+                conn.execute(
+                    insert(SampleFailure),
+                    [
+                        {
+                            "step_run_id": step_run_id,
+                            "step_id": step_id,
+                            "input_key": key,
+                            "error_type": err.error_type,
+                            "message": err.message,
+                            "created_at": now,
+                        }
+                        for key, err in failed
+                    ],
+                )
 
     def _insert_ignoring_duplicates(self, table: Any) -> Any:
         """Pairs are content-addressed: importing one twice must keep the first row."""
@@ -216,19 +312,34 @@ class Store:
         out: dict[str, str] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(cache_keys):
-                rows = conn.execute(select(ExternalTask.cache_key, ExternalTask.external_id)
-                                    .where(ExternalTask.cache_key.in_(chunk)))
+                rows = conn.execute(
+                    select(ExternalTask.cache_key, ExternalTask.external_id).where(
+                        ExternalTask.cache_key.in_(chunk)
+                    )
+                )
                 out.update({key: external for key, external in rows})
         return out
 
-    def save_external_tasks(self, step_run_id: str, step_key: str,
-                            tasks: Sequence[tuple[str, str, str]]) -> None:
+    def save_external_tasks(
+        self, step_run_id: str, step_key: str, tasks: Sequence[tuple[str, str, str]]
+    ) -> None:
         """Persist (cache key, input key, external id) before anything waits on them."""
         now = utcnow()
         with self.engine.begin() as conn:
-            conn.execute(insert(ExternalTask), [
-                {"cache_key": c, "step_key": step_key, "input_key": i, "external_id": e,
-                 "step_run_id": step_run_id, "created_at": now} for c, i, e in tasks])
+            conn.execute(
+                insert(ExternalTask),
+                [
+                    {
+                        "cache_key": c,
+                        "step_key": step_key,
+                        "input_key": i,
+                        "external_id": e,
+                        "step_run_id": step_run_id,
+                        "created_at": now,
+                    }
+                    for c, i, e in tasks
+                ],
+            )
 
     # -- records ----------------------------------------------------------------------------
 
@@ -251,8 +362,11 @@ class Store:
         found: list[tuple[str, Record]] = []
         with self.engine.connect() as conn:
             for record_type, table in RECORD_TABLES.items():
-                ids = conn.execute(select(table.id).where(table.id.startswith(record_id))
-                                   .limit(5)).scalars().all()
+                ids = (
+                    conn.execute(select(table.id).where(table.id.startswith(record_id)).limit(5))
+                    .scalars()
+                    .all()
+                )
                 found.extend((record_type, r) for r in self.records(record_type, ids).values())
         return found
 
@@ -265,8 +379,9 @@ class Store:
         fetched = {slot: self.records(slot, ids) for slot, ids in ids_by_slot.items()}
         return [Item(**{slot: fetched[slot][rid] for slot, rid in ref.items()}) for ref in refs]
 
-    def edges(self, *, src: tuple[str, str] | None = None,
-              dst: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    def edges(
+        self, *, src: tuple[str, str] | None = None, dst: tuple[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         query = select(Edge)
         if src:
             query = query.where(Edge.src_id == src[1], Edge.src_type == src[0])

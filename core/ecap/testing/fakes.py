@@ -36,9 +36,11 @@ from ..records import Instruction, Item, SampleError, Score, Verdict
 
 class FakeConfig(PluginConfig):
     replies: dict[str, str] = Field(
-        default_factory=dict, description="category or pair-id prefix -> scripted output")
-    fail: list[str] = Field(default_factory=list,
-                            description="categories or pair-id prefixes whose samples fail")
+        default_factory=dict, description="category or pair-id prefix -> scripted output"
+    )
+    fail: list[str] = Field(
+        default_factory=list, description="categories or pair-id prefixes whose samples fail"
+    )
     raise_first: int = transport_field(0, description="first N batch calls raise ConnectionError")
     delay: float = transport_field(0.0, description="seconds each batch call takes")
     history_file: str | None = transport_field(None, description="append calls here (JSON lines)")
@@ -59,12 +61,14 @@ class _Scripted:
             if self.config.history_file:
                 with Path(self.config.history_file).open("a") as out:
                     for pair_id in ids:
-                        out.write(json.dumps({"plugin": type(self).__name__, "pair": pair_id})
-                                  + "\n")
+                        out.write(
+                            json.dumps({"plugin": type(self).__name__, "pair": pair_id}) + "\n"
+                        )
             if type(self)._raised < self.config.raise_first:
                 type(self)._raised += 1
-                raise ConnectionError(f"scripted failure {type(self)._raised} of "
-                                      f"{self.config.raise_first}")
+                raise ConnectionError(
+                    f"scripted failure {type(self)._raised} of {self.config.raise_first}"
+                )
         if sleep and self.config.delay:
             time.sleep(self.config.delay)
 
@@ -101,10 +105,16 @@ class FakeCaptioner(_Scripted, Captioner):
                 out.append(error)
                 continue
             text = self._lookup(item, self.config.replies) or self.config.template.format(
-                category=item.pair.category, pair_id=item.pair.id)
-            out.append([Instruction(pair_id=item.pair.id, text=text, origin="model",
-                                    author="fake", candidate=n)
-                        for n in range(self.config.candidates)])
+                category=item.pair.category, pair_id=item.pair.id
+            )
+            out.append(
+                [
+                    Instruction(
+                        pair_id=item.pair.id, text=text, origin="model", author="fake", candidate=n
+                    )
+                    for n in range(self.config.candidates)
+                ]
+            )
         return out
 
 
@@ -129,9 +139,14 @@ class FakeFilter(_Scripted, Filter):
                 out.append(error)
                 continue
             value = float(self._lookup(item, self.config.replies) or self.config.default_score)
-            out.append(Score(pair_id=item.pair.id,
-                             instruction_id=item.instruction.id if item.instruction else None,
-                             scorer="fake", values={"score": value}))
+            out.append(
+                Score(
+                    pair_id=item.pair.id,
+                    instruction_id=item.instruction.id if item.instruction else None,
+                    scorer="fake",
+                    values={"score": value},
+                )
+            )
         return out
 
     def keep(self, score: Score) -> bool:
@@ -140,7 +155,8 @@ class FakeFilter(_Scripted, Filter):
 
 class FakeJudgeConfig(FakeConfig):
     axes: dict[str, float] = Field(
-        default_factory=lambda: {"accuracy": 4.0, "completeness": 4.0, "clarity": 5.0})
+        default_factory=lambda: {"accuracy": 4.0, "completeness": 4.0, "clarity": 5.0}
+    )
 
 
 class FakeJudge(_Scripted, Judge):
@@ -167,17 +183,24 @@ class FakeJudge(_Scripted, Judge):
         weighted = sum(axes.get(a, 0.0) * w for a, w in weights.items())
         out: list[Verdict | SampleError] = []
         for item in batch:
-            out.append(self._failed(item) or Verdict(
-                pair_id=item.pair.id,
-                instruction_id=item.instruction.id if item.instruction else None,
-                reference_id=item.reference.id if item.reference else None,
-                judge="fake", axes=axes, weighted=round(weighted, 4)))
+            out.append(
+                self._failed(item)
+                or Verdict(
+                    pair_id=item.pair.id,
+                    instruction_id=item.instruction.id if item.instruction else None,
+                    reference_id=item.reference.id if item.reference else None,
+                    judge="fake",
+                    axes=axes,
+                    weighted=round(weighted, 4),
+                )
+            )
         return out
 
 
 class FakeAnnotatorConfig(PluginConfig):
     answers_file: str = transport_field(
-        ..., description="JSON object: task id -> corrected text; written by the 'humans'")
+        ..., description="JSON object: task id -> corrected text; written by the 'humans'"
+    )
 
 
 class FakeAnnotator(AnnotationSource):
@@ -196,8 +219,10 @@ class FakeAnnotator(AnnotationSource):
         return []
 
     def push(self, batch: Sequence[Item]) -> list[str]:
-        ids = [f"task-{item.pair.id[:16]}-{item.instruction.id if item.instruction else ''}"
-               for item in batch]
+        ids = [
+            f"task-{item.pair.id[:16]}-{item.instruction.id if item.instruction else ''}"
+            for item in batch
+        ]
         type(self).pushed.extend(ids)
         return ids
 
@@ -212,9 +237,21 @@ class FakeAnnotator(AnnotationSource):
             elif answer == "":
                 out.append(SampleError(error_type="Skipped", message=f"{task_id} was skipped"))
             else:
-                out.append([item.model_copy(update={"instruction": Instruction(
-                    pair_id=item.pair.id, text=answer, origin="human", author="annotator-1",
-                    parent_id=item.instruction.id if item.instruction else None)})])
+                out.append(
+                    [
+                        item.model_copy(
+                            update={
+                                "instruction": Instruction(
+                                    pair_id=item.pair.id,
+                                    text=answer,
+                                    origin="human",
+                                    author="annotator-1",
+                                    parent_id=item.instruction.id if item.instruction else None,
+                                )
+                            }
+                        )
+                    ]
+                )
         return out
 
 

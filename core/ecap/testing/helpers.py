@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..plugins import Registry, build_registry
-from ..runner import RunOptions, RunResult, Runner
+from ..runner import Runner, RunOptions, RunResult
 from ..spec import load_spec
 from ..store import Store
 from .fakes import FakePlugins
@@ -15,8 +15,14 @@ from .fakes import FakePlugins
 CATEGORIES = ("color", "add", "remove", "move", "style", "global")
 
 
-def make_pairs(folder: Path, count: int = 6, *, corrupt: tuple[int, ...] = (),
-               missing: tuple[int, ...] = (), name: str = "pairs.csv") -> Path:
+def make_pairs(
+    folder: Path,
+    count: int = 6,
+    *,
+    corrupt: tuple[int, ...] = (),
+    missing: tuple[int, ...] = (),
+    name: str = "pairs.csv",
+) -> Path:
     """Write ``count`` distinct 16x16 PNG pairs and a CSV listing them; return the CSV's path.
 
     Pair ``i`` has category ``CATEGORIES[i % 6]``. Rows in ``corrupt`` point at a file that is not
@@ -35,9 +41,15 @@ def make_pairs(folder: Path, count: int = 6, *, corrupt: tuple[int, ...] = (),
             target.write_bytes(b"this is not a PNG")
         if i in missing:
             target.unlink()
-        rows.append({"source": f"images/{source.name}", "target": f"images/{target.name}",
-                     "category": CATEGORIES[i % len(CATEGORIES)],
-                     "instruction": f"Make pair {i} bluer.", "overall": f"pair {i} turns blue"})
+        rows.append(
+            {
+                "source": f"images/{source.name}",
+                "target": f"images/{target.name}",
+                "category": CATEGORIES[i % len(CATEGORIES)],
+                "instruction": f"Make pair {i} bluer.",
+                "overall": f"pair {i} turns blue",
+            }
+        )
     path = folder / name
     with path.open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
@@ -51,8 +63,12 @@ def registry_with_fakes() -> Registry:
     return build_registry(extra_plugins=[("ecap-testing-fakes", FakePlugins())])
 
 
-def run_spec(spec_path: Path, store: Store | str | None = None, registry: Registry | None = None,
-             **options: Any) -> RunResult:
+def run_spec(
+    spec_path: Path,
+    store: Store | str | None = None,
+    registry: Registry | None = None,
+    **options: Any,
+) -> RunResult:
     """Load and run a spec (default store: ecap.db next to it), without progress bars."""
     spec = load_spec(spec_path, registry or registry_with_fakes())
     if store is None or isinstance(store, str):
