@@ -203,17 +203,37 @@ def test_human_steps_wait_and_a_later_run_imports_what_humans_finished(
     assert second.steps["refine"].counts == {
         "inputs": 6,
         "cached": 0,
-        "done": 1,
-        "failed": 1,
+        "done": 2,
+        "failed": 0,
         "pending": 4,
     }
 
     answers.write_text(json.dumps({t: f"Human text {i}." for i, t in enumerate(tasks)}))
     third = run_spec(spec)
     assert third.status == "complete"
-    assert third.steps["judged"].counts["done"] == 6
+    assert third.steps["refine"].counts["cached"] == 2  # the skipped task stays finished
+    assert third.steps["judged"].counts["done"] == 5
     store = Store(f"sqlite:///{tmp_path / 'ecap.db'}")
     from ecap.provenance import query
 
     humans = query(store, origin="human", limit=100)
-    assert len(humans) == 6 and all(h["parent_id"] for h in humans)
+    assert len(humans) == 5 and all(h["parent_id"] for h in humans)
+
+
+def test_duplicate_rows_are_one_sample_and_an_unreadable_source_fails_its_step_only(
+    write_spec, ecap_registry, ecap_pairs, tmp_path
+):
+    lines = ecap_pairs.read_text().splitlines()
+    ecap_pairs.write_text("\n".join([*lines, lines[1], lines[1]]) + "\n")
+    spec = write_spec(f"""
+        steps:
+          pairs: {{source: csv, with: {{path: {ecap_pairs}}}}}
+          gone: {{source: csv, with: {{path: {tmp_path / "missing.csv"}}}}}
+          captions: {{caption: fake, from: pairs}}
+    """)
+    result = run_spec(spec)
+    assert result.steps["pairs"].counts["inputs"] == 6
+    assert result.steps["gone"].status == "failed"
+    assert "cannot read" in (result.steps["gone"].error or "")
+    assert result.steps["captions"].counts["done"] == 6
+    assert result.status == "failed"

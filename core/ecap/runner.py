@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -166,13 +167,12 @@ class Runner:
                 outcome, produced = execution.aggregate(items)
             else:
                 outcome, produced = execution.per_sample(items)
-        except Exception as exc:
+        except Exception as exc:  # the step fails; independent steps still run
             message = f"{type(exc).__name__}: {exc}"
             self.store.finish_step(step_run_id, "failed", execution.counts, message)
-            event("step.failed", logging.ERROR, step=step.id, error=message)
-            if isinstance(exc, EcapError):
-                return StepOutcome(step.id, "failed", step_run_id, execution.counts, message), []
-            raise
+            details = {} if isinstance(exc, EcapError) else {"traceback": traceback.format_exc()}
+            event("step.failed", logging.ERROR, step=step.id, error=message, **details)
+            return StepOutcome(step.id, "failed", step_run_id, execution.counts, message), []
         finally:
             plugin.close()
         self.store.finish_step(step_run_id, outcome.status, outcome.counts, outcome.error)
@@ -253,22 +253,20 @@ class _StepExecution:
         return produced
 
     def inputs(self, items: list[Item]) -> list[_Input]:
+        """One input per distinct key: the same row or item reaching a step twice is one sample."""
+        payloads: list[tuple[str, Item | SourceRow]]
         if self.step.kind == "source":
             assert isinstance(self.plugin, AnnotationSource)
-            rows: list[SourceRow] = []
-            for row in self.plugin.rows():
-                if self.runner.options.limit is not None and len(rows) >= self.runner.options.limit:
-                    break
-                rows.append(row)
-            return [_Input(r.key, digest(self.step_key, r.key), r) for r in rows]
-        seen: set[str] = set()
-        inputs = []
-        for item in items:
-            key = item.key()
-            if key not in seen:  # the same item reaching a step twice is one sample
-                seen.add(key)
-                inputs.append(_Input(key, digest(self.step_key, key), item))
-        return inputs
+            payloads = [(row.key, row) for row in self.plugin.rows()]
+        else:
+            payloads = [(item.key(), item) for item in items]
+        limit = self.runner.options.limit if self.step.kind == "source" else None
+        unique: dict[str, Item | SourceRow] = {}
+        for key, payload in payloads:
+            if limit is not None and len(unique) >= limit:
+                break
+            unique.setdefault(key, payload)
+        return [_Input(key, digest(self.step_key, key), p) for key, p in unique.items()]
 
     def _outcome(self) -> StepOutcome:
         c = self.counts

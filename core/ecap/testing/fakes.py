@@ -204,9 +204,10 @@ class FakeAnnotatorConfig(PluginConfig):
 
 
 class FakeAnnotator(AnnotationSource):
-    """Simulated humans for ``annotate:`` steps. ``push`` hands out task ids (``task-<pair id>``,
-    so pushing twice is harmless); ``pull`` returns a human instruction, parented to the model's,
-    for every task that ``answers_file`` has an answer for, and ``None`` for the rest."""
+    """Simulated humans for ``annotate:`` steps. ``push`` hands out task ids derived from the item,
+    so pushing twice is harmless; ``pull`` returns a human instruction, parented to the model's,
+    for every task that ``answers_file`` answers, nothing for an empty answer (a skipped task), and
+    ``None`` (still pending) for the rest."""
 
     Config = FakeAnnotatorConfig
     config: FakeAnnotatorConfig
@@ -234,8 +235,8 @@ class FakeAnnotator(AnnotationSource):
             answer = answers.get(task_id)
             if answer is None:
                 out.append(None)
-            elif answer == "":
-                out.append(SampleError(error_type="Skipped", message=f"{task_id} was skipped"))
+            elif answer == "":  # the annotator skipped the task: finished, producing nothing
+                out.append([])
             else:
                 out.append(
                     [
