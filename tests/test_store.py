@@ -153,3 +153,19 @@ def test_a_store_from_a_newer_ecap_is_refused(store_url):
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(StoreError, match="written by a newer ecap"):
         Store(store_url)
+
+
+def test_an_older_store_is_upgraded_by_writers_and_refused_by_readers(store_url):
+    from sqlalchemy import create_engine, inspect
+
+    from ecap.store import migrate
+
+    engine = create_engine(store_url)
+    migrate.upgrade(engine, "0001")  # a store written by an older ecap
+    engine.dispose()
+    with pytest.raises(StoreError, match="ecap db upgrade"):
+        Store(store_url, auto_upgrade=False)
+
+    store = Store(store_url)
+    assert migrate.current_revision(store.engine) == migrate.head_revision()
+    assert "api_calls" in inspect(store.engine).get_table_names()

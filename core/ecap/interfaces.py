@@ -59,6 +59,8 @@ class PluginContext(BaseModel):
     work_dir: Path  # where a step may write files (exports, checkpoints)
     limit: int | None = None
     logger: logging.Logger = Field(default_factory=lambda: logging.getLogger("ecap.plugin"))
+    #: The store's call log (``ecap.calls.CallLog``): ask it before a paid call, write to it after.
+    calls: Any = None
 
 
 def require(module: str, extra: str, plugin: str | None = None) -> Any:

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Any
 
 from . import __version__
+from .calls import CallLog
 from .errors import EcapError
 from .hashing import digest, redact, semantic_config
 from .interfaces import (
@@ -42,7 +43,9 @@ from .spec import Spec, Step
 from .store import Store
 from .store.store import Finished
 
-Outcome = list[Item] | SampleError
+#: What a step made of one input: items, a failure, or ``None`` when the work is still pending
+#: outside the process (humans in Label Studio, a batch-API job); the step then waits.
+Outcome = list[Item] | SampleError | None
 AGGREGATE_KINDS = {"train", "export"}
 
 
@@ -161,6 +164,7 @@ class Runner:
             step_key=step_key,
         )
         event("step.start", step=step.id, plugin=step.plugin.name, step_run=step_run_id)
+        plugin.context.calls = CallLog(self.store, step_run_id)
         execution = _StepExecution(self, step, plugin, step_key, step_run_id, progress)
         try:
             if step.kind in AGGREGATE_KINDS:
@@ -361,7 +365,7 @@ class _StepExecution:
             )
         outcomes: list[Outcome] = []
         for inp, result in zip(batch, raw, strict=True):
-            if isinstance(result, SampleError) or self.step.kind == "source":
+            if result is None or isinstance(result, SampleError) or self.step.kind == "source":
                 outcomes.append(result)
                 continue
             item = inp.payload
@@ -437,7 +441,11 @@ class _StepExecution:
         finished: list[Finished] = []
         failed: list[tuple[str, SampleError]] = []
         new_records: dict[str, Record] = {}
+        pending = 0
         for inp, outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:
+                pending += 1
+                continue
             if isinstance(outcome, SampleError):
                 failed.append((inp.key, outcome))
                 continue
@@ -453,6 +461,7 @@ class _StepExecution:
         )
         self.counts["done"] += len(finished)
         self.counts["failed"] += len(failed)
+        self.counts["pending"] += pending
 
     # -- annotate: push to humans, pull what they finished ----------------------------------
 
@@ -475,11 +484,8 @@ class _StepExecution:
         for start in range(0, len(todo), size):
             batch = todo[start : start + size]
             pulled = plugin.pull([(i.payload, tasks[i.cache_key]) for i in batch])  # type: ignore[misc]
-            ready = [(i, r) for i, r in zip(batch, pulled, strict=True) if r is not None]
-            self.counts["pending"] += len(batch) - len(ready)
-            if ready:
-                self._commit([i for i, _ in ready], [r for _, r in ready], results)
-            self.progress.advance(task, len(ready))
+            self._commit(batch, pulled, results)
+            self.progress.advance(task, sum(r is not None for r in pulled))
         return results
 
     # -- aggregate kinds: export, train -----------------------------------------------------

@@ -203,6 +203,32 @@ class ExternalTask(Base):
     created_at: Mapped[datetime]
 
 
+class ApiCall(Base):
+    """One model or API call: the audit trail, and the cache that keeps a re-run from paying twice.
+
+    ``request_hash`` identifies the request's semantic content (model, prompt, images, schema);
+    a row with status ``ok`` answers any later identical request. A batch-API request is written
+    with status ``submitted`` and its ``batch_job_id`` before anything polls the job, so that a
+    restart resumes the same job instead of submitting (and paying for) a new one.
+    """
+
+    __tablename__ = "api_calls"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(80), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # ok, error, submitted
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    tokens_in: Mapped[int | None] = mapped_column(Integer)
+    tokens_out: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    batch_job_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    step_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    created_at: Mapped[datetime]
+
+
 #: record_type -> table, for generic record I/O and lineage walks.
 RECORD_TABLES: dict[str, type[_RecordRow]] = {
     "pair": PairRow,

@@ -1,0 +1,115 @@
+"""The call log: every model or API call a plugin makes, as a row of ``api_calls``.
+
+Plugins that pay per call (hosted judges and captioners) ask the log before calling and write to it
+as soon as an answer arrives, each call in its own transaction. A step killed after two of an
+instruction's three judge calls therefore re-sends only the third, and a re-run bills nothing twice.
+Batch jobs are written as ``submitted`` (with their job id) before anything polls them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from .hashing import digest
+from .records import new_id, utcnow
+from .store import Store
+from .store.schema import ApiCall
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    request_hash: str
+    status: str
+    response: dict[str, Any] | None
+    batch_job_id: str | None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost: float | None = None
+
+
+def request_hash(provider: str, model: str, request: Any) -> str:
+    """Identity of a request: provider, model and the request's semantic content."""
+    return digest("call", provider, model, request)
+
+
+class CallLog:
+    def __init__(self, store: Store, step_run_id: str | None) -> None:
+        self.store = store
+        self.step_run_id = step_run_id
+
+    def lookup(self, request_hashes: list[str]) -> dict[str, CallRecord]:
+        """The most useful row per hash: an answered call wins over a submitted one; errors are
+        never served (the call is made again)."""
+        found: dict[str, CallRecord] = {}
+        with self.store.engine.connect() as conn:
+            for start in range(0, len(request_hashes), 500):
+                chunk = request_hashes[start : start + 500]
+                rows = conn.execute(
+                    select(ApiCall)
+                    .where(ApiCall.request_hash.in_(chunk), ApiCall.status.in_(("ok", "submitted")))
+                    .order_by(ApiCall.id)
+                ).mappings()
+                for row in rows:
+                    current = found.get(row["request_hash"])
+                    if current is None or current.status != "ok":
+                        found[row["request_hash"]] = CallRecord(
+                            row["request_hash"],
+                            row["status"],
+                            row["response"],
+                            row["batch_job_id"],
+                            row["tokens_in"],
+                            row["tokens_out"],
+                            row["cost"],
+                        )
+        return found
+
+    def record(
+        self,
+        request_hash: str,
+        *,
+        provider: str,
+        model: str,
+        status: str,
+        response: dict[str, Any] | None = None,
+        tokens_in: int | None = None,
+        tokens_out: int | None = None,
+        cost: float | None = None,
+        latency_ms: float | None = None,
+        batch_job_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                insert(ApiCall).values(
+                    id=new_id(),
+                    request_hash=request_hash,
+                    provider=provider,
+                    model=model,
+                    status=status,
+                    response=response,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost=cost,
+                    latency_ms=latency_ms,
+                    batch_job_id=batch_job_id,
+                    error=error,
+                    step_run_id=self.step_run_id,
+                    created_at=utcnow(),
+                )
+            )
+
+    def complete_submitted(self, request_hash: str, batch_job_id: str, **answer: Any) -> None:
+        """Turn a ``submitted`` batch request into its answer (``status`` ok or error)."""
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                update(ApiCall)
+                .where(
+                    ApiCall.request_hash == request_hash,
+                    ApiCall.batch_job_id == batch_job_id,
+                    ApiCall.status == "submitted",
+                )
+                .values(**answer)
+            )
