@@ -101,6 +101,15 @@ class CallLog:
                 )
             )
 
+    def mark_error(self, request_hash: str, error: str) -> None:
+        """An answer that turned out unusable: kept for the audit, never served again."""
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                update(ApiCall)
+                .where(ApiCall.request_hash == request_hash, ApiCall.status == "ok")
+                .values(status="error", error=error)
+            )
+
     def complete_submitted(self, request_hash: str, batch_job_id: str, **answer: Any) -> None:
         """Turn a ``submitted`` batch request into its answer (``status`` ok or error)."""
         with self.store.engine.begin() as conn:

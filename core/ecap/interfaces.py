@@ -5,6 +5,9 @@ in order. A result is either the plugin's output or a :class:`~ecap.records.Samp
 sample alone. Raising an exception instead means "this whole batch failed, maybe transiently": the
 runner retries it and, when retries run out, records every sample of the batch as failed.
 
+A result may also be ``None``: the work is pending outside the process (a batch-API job, humans);
+the step then waits, and a later run asks again.
+
 Network-bound plugins may implement the ``a``-prefixed coroutine (``acaption``, ``ascore``,
 ``ajudge``) instead; the runner then runs several batches concurrently. Batching, concurrency,
 retries and progress belong to the runner, never to a plugin.
@@ -161,12 +164,12 @@ class Captioner(Plugin):
 
     kind = "caption"
 
-    caption: Callable[[Sequence[Item]], list[list[Instruction] | SampleError]] = _either(
+    caption: Callable[[Sequence[Item]], Sequence[list[Instruction] | SampleError | None]] = _either(
         "caption", "acaption"
     )
-    acaption: Callable[[Sequence[Item]], Awaitable[list[list[Instruction] | SampleError]]] = (
-        _async_default("acaption")
-    )
+    acaption: Callable[
+        [Sequence[Item]], Awaitable[Sequence[list[Instruction] | SampleError | None]]
+    ] = _async_default("acaption")
 
 
 class Filter(Plugin):
@@ -178,9 +181,11 @@ class Filter(Plugin):
 
     kind = "filter"
 
-    score: Callable[[Sequence[Item]], list[Score | SampleError]] = _either("score", "ascore")
-    ascore: Callable[[Sequence[Item]], Awaitable[list[Score | SampleError]]] = _async_default(
-        "ascore"
+    score: Callable[[Sequence[Item]], Sequence[Score | SampleError | None]] = _either(
+        "score", "ascore"
+    )
+    ascore: Callable[[Sequence[Item]], Awaitable[Sequence[Score | SampleError | None]]] = (
+        _async_default("ascore")
     )
 
     @abstractmethod
@@ -193,9 +198,11 @@ class Judge(Plugin):
 
     kind = "judge"
 
-    judge: Callable[[Sequence[Item]], list[Verdict | SampleError]] = _either("judge", "ajudge")
-    ajudge: Callable[[Sequence[Item]], Awaitable[list[Verdict | SampleError]]] = _async_default(
-        "ajudge"
+    judge: Callable[[Sequence[Item]], Sequence[Verdict | SampleError | None]] = _either(
+        "judge", "ajudge"
+    )
+    ajudge: Callable[[Sequence[Item]], Awaitable[Sequence[Verdict | SampleError | None]]] = (
+        _async_default("ajudge")
     )
 
 

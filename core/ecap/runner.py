@@ -329,16 +329,17 @@ class _StepExecution:
         await asyncio.gather(*(one(b) for b in batches))
 
     def _call_sync(self, batch: list[_Input]) -> list[Outcome]:
-        payloads = [i.payload for i in batch]
+        payloads: Any = [i.payload for i in batch]
         plugin = self.plugin
+        raw: Sequence[Any]
         if isinstance(plugin, AnnotationSource):
-            raw: list[Any] = plugin.load(payloads)  # type: ignore[arg-type]
+            raw = plugin.load(payloads)
         elif isinstance(plugin, Captioner):
-            raw = plugin.caption(payloads)  # type: ignore[arg-type]
+            raw = plugin.caption(payloads)
         elif isinstance(plugin, Filter):
-            raw = plugin.score(payloads)  # type: ignore[arg-type]
+            raw = plugin.score(payloads)
         elif isinstance(plugin, Judge):
-            raw = plugin.judge(payloads)  # type: ignore[arg-type]
+            raw = plugin.judge(payloads)
         else:
             raise EcapError(f"step '{self.step.id}': {type(plugin).__name__} is not per-sample")
         return self._attach(batch, raw)
@@ -346,8 +347,9 @@ class _StepExecution:
     async def _call_async(self, batch: list[_Input]) -> list[Outcome]:
         payloads: Any = [i.payload for i in batch]
         plugin = self.plugin
+        raw: Sequence[Any]
         if isinstance(plugin, Captioner):
-            raw: list[Any] = await plugin.acaption(payloads)
+            raw = await plugin.acaption(payloads)
         elif isinstance(plugin, Filter):
             raw = await plugin.ascore(payloads)
         else:
@@ -355,12 +357,12 @@ class _StepExecution:
             raw = await plugin.ajudge(payloads)
         return self._attach(batch, raw)
 
-    def _attach(self, batch: list[_Input], raw: list[Any]) -> list[Outcome]:
+    def _attach(self, batch: list[_Input], raw: Sequence[Any]) -> list[Outcome]:
         """Turn each plugin result into the items the step emits for that input."""
-        if not isinstance(raw, list) or len(raw) != len(batch):
+        if not isinstance(raw, list | tuple) or len(raw) != len(batch):
             raise EcapError(
                 f"plugin '{self.step.plugin.name}' returned "
-                f"{len(raw) if isinstance(raw, list) else type(raw).__name__} "
+                f"{len(raw) if isinstance(raw, list | tuple) else type(raw).__name__} "
                 f"results for a batch of {len(batch)}"
             )
         outcomes: list[Outcome] = []

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ecap.errors import EcapError
 from ecap.hashing import digest
+from ecap.images import URL_SCHEMES, ImageReadError, read_bytes
 from ecap.interfaces import AnnotationSource, PluginConfig, SourceRow, transport_field
 from ecap.records import ImageRef, Instruction, Item, Pair, Reference, SampleError
 
@@ -174,17 +174,15 @@ class CsvSource(AnnotationSource):
         return inspect_image(data, uri, self.config.max_image_pixels)
 
     def _fetch(self, location: str) -> tuple[bytes, str]:
-        if location.startswith(("http://", "https://", "file://")):
-            try:
-                with urllib.request.urlopen(location, timeout=self.config.url_timeout) as resp:
-                    return resp.read(), location
-            except OSError as exc:
-                raise ImageError(f"cannot download {location}: {exc}") from exc
-        path = self.images_root / location
+        uri = (
+            location
+            if location.startswith(URL_SCHEMES)
+            else str((self.images_root / location).resolve())
+        )
         try:
-            return path.read_bytes(), str(path.resolve())
-        except OSError as exc:
-            raise ImageError(f"cannot read image {location}: {exc.strerror}") from exc
+            return read_bytes(uri, self.config.url_timeout), uri
+        except ImageReadError as exc:
+            raise ImageError(str(exc).replace(uri, location)) from exc
 
 
 class ImageError(Exception):

@@ -1,0 +1,537 @@
+"""The rubric engine every LLM judge shares: one call per axis, cached, rate-limited, retried.
+
+A provider (Gemini, OpenAI-compatible) only knows how to send one request and how to run a batch
+job; everything else lives here, so every judge follows the same rules:
+
+- each axis is a separate call with both images, the structured reference and the instruction;
+- before a call, the store's call log is asked for an identical earlier answer; after it, the
+  answer is written at once, so a killed step re-sends only what had not come back;
+- at most ``max_concurrent_calls`` calls are in flight, within ``requests_per_minute`` and
+  ``tokens_per_minute``; failed calls are retried with exponential backoff and jitter, waiting at
+  least what the server's Retry-After asks;
+- an answer that cannot be parsed is asked again (``parse_attempts``) and otherwise fails that
+  sample with the reason: a score is never guessed;
+- with ``batch: true`` requests go through the provider's batch API; job ids are stored before
+  polling, and the step waits until the jobs finish (a later run collects them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+
+from ecap.calls import CallLog, CallRecord, request_hash
+from ecap.images import ImageReadError, mime_type, read_bytes
+from ecap.interfaces import Judge, PluginConfig, transport_field
+from ecap.records import Item, Reference, SampleError, Verdict
+
+from .prompts import SYSTEM, default_rubric
+from .rubric import Axis, Rubric, UnparsableAnswer, format_reference
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One axis call, in provider-neutral form."""
+
+    model: str
+    system: str
+    prompt: str
+    images: tuple[tuple[bytes, str], ...]  # (bytes, mime type), source first
+    schema: dict[str, Any] | None
+    temperature: float
+    max_output_tokens: int
+    image_hashes: tuple[str, ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """What the answer depends on (images by hash): the call log's key."""
+        return {
+            "system": self.system,
+            "prompt": self.prompt,
+            "images": list(self.image_hashes),
+            "schema": self.schema,
+            "temperature": self.temperature,
+            "max_output_tokens": self.max_output_tokens,
+        }
+
+    def estimated_tokens(self) -> int:
+        return (
+            (len(self.system) + len(self.prompt)) // 4
+            + 300 * len(self.images)
+            + self.max_output_tokens // 4
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class Retryable(Exception):
+    """Raised by providers for a failure worth retrying; ``after`` is the server's hint."""
+
+    def __init__(self, message: str, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+class Provider(ABC):
+    name: str
+
+    @abstractmethod
+    async def send(self, request: JudgeRequest, timeout: float) -> Reply:
+        """One call. Raise :class:`Retryable` for transient failures, anything else otherwise."""
+
+    def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
+        """Submit (key, request) pairs as one batch job; return the job id."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    def poll_batch(self, job_id: str) -> dict[str, Reply | str] | None:
+        """``None`` while the job runs; then key -> reply, or key -> error message."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def aclose(self) -> None:  # noqa: B027 - optional
+        """Close network clients."""
+
+
+class RubricJudgeConfig(PluginConfig):
+    model: str = Field(description="judge model id, e.g. gemini-2.5-pro or gpt-4.1")
+    rubric: Rubric = Field(
+        default_factory=default_rubric,
+        description="axes, prompts, weights and rules (default: the paper's)",
+    )
+    weights: dict[str, float] | None = Field(
+        None, description="override axis weights by name, e.g. {accuracy: 0.5, clarity: 0.1}"
+    )
+    temperature: float = 0.0
+    max_output_tokens: int = Field(2048, ge=16)
+    structured_output: bool = Field(True, description="send the answer's JSON schema")
+    api_key: SecretStr | None = Field(None, description="default: the SDK's environment variable")
+    base_url: str | None = Field(None, description="another endpoint (a proxy, a local server)")
+    max_concurrent_calls: int = transport_field(16, ge=1)
+    requests_per_minute: float | None = transport_field(None, gt=0)
+    tokens_per_minute: float | None = transport_field(None, gt=0)
+    timeout: float = transport_field(120.0, gt=0, description="seconds per call")
+    max_attempts: int = transport_field(6, ge=1, description="tries per call, the first included")
+    backoff: float = transport_field(1.0, ge=0, description="first retry delay, doubled each time")
+    max_backoff: float = transport_field(60.0, ge=0)
+    parse_attempts: int = transport_field(2, ge=1, description="asks per call when unparsable")
+    input_price: float | None = transport_field(None, description="USD per 1M input tokens")
+    output_price: float | None = transport_field(None, description="USD per 1M output tokens")
+    batch: bool = transport_field(False, description="use the provider's batch API")
+    batch_discount: float = transport_field(0.5, description="price factor of batch calls")
+    batch_wait: float = transport_field(
+        0.0, ge=0, description="seconds to wait for a batch job in-process before the step waits"
+    )
+    batch_poll_interval: float = transport_field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _apply_weights(self) -> RubricJudgeConfig:
+        if self.weights:
+            names = {a.name for a in self.rubric.axes}
+            unknown = set(self.weights) - names
+            if unknown:
+                raise ValueError(
+                    f"weights for unknown axes {sorted(unknown)}; axes are {sorted(names)}"
+                )
+            self.rubric = Rubric(
+                id=self.rubric.id,
+                axes=[
+                    a.model_copy(update={"weight": self.weights.get(a.name, a.weight)})
+                    for a in self.rubric.axes
+                ],
+            )
+            self.weights = None
+        return self
+
+
+class RateLimiter:
+    """Requests and tokens per minute, as two continuously refilled buckets."""
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
+        self.limits = {"requests": requests_per_minute, "tokens": tokens_per_minute}
+        self.level = {k: float(v or 0) for k, v in self.limits.items()}
+        self.stamp = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, tokens: int) -> None:
+        need = {"requests": 1.0, "tokens": float(tokens)}
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                for kind, limit in self.limits.items():
+                    if limit:
+                        self.level[kind] = min(
+                            limit, self.level[kind] + (now - self.stamp) * limit / 60
+                        )
+                self.stamp = now
+                waits = [
+                    (min(need[k], limit) - self.level[k]) * 60 / limit
+                    for k, limit in self.limits.items()
+                    if limit
+                ]
+                wait = max([0.0, *waits])
+                if wait <= 0:
+                    for kind, limit in self.limits.items():
+                        if limit:
+                            self.level[kind] -= need[kind]
+                    return
+                await asyncio.sleep(wait)
+
+    def settle(self, estimated: int, actual: int) -> None:
+        """Charge the difference between a call's estimated and actual tokens."""
+        if self.limits["tokens"]:
+            self.level["tokens"] -= actual - estimated
+
+
+@dataclass
+class _Usage:
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+    calls: int = 0
+    cached: int = 0
+    answers: dict[str, Any] = field(default_factory=dict)
+
+
+class RubricJudge(Judge):
+    """Base of the LLM judges. Subclasses provide :meth:`make_provider`."""
+
+    Config = RubricJudgeConfig
+    config: RubricJudgeConfig
+    revision = "1"
+
+    def __init__(self, config: RubricJudgeConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self._provider: Provider | None = None
+        self._limiter: RateLimiter | None = None
+        self._gate: asyncio.Semaphore | None = None
+
+    @abstractmethod
+    def make_provider(self) -> Provider:
+        """Build the provider (imports its SDK)."""
+
+    @property
+    def provider(self) -> Provider:
+        if self._provider is None:
+            self._provider = self.make_provider()
+        return self._provider
+
+    @property
+    def judge_name(self) -> str:
+        return f"{self.provider.name}:{self.config.model}"
+
+    # -- the Judge interface ------------------------------------------------------------------
+
+    async def ajudge(self, batch: Sequence[Item]) -> list[Verdict | SampleError | None]:
+        if self._gate is None:  # created inside the running loop
+            self._gate = asyncio.Semaphore(self.config.max_concurrent_calls)
+            self._limiter = RateLimiter(
+                self.config.requests_per_minute, self.config.tokens_per_minute
+            )
+        if self.config.batch:
+            return await asyncio.to_thread(self._judge_batch_api, batch)
+        return list(await asyncio.gather(*(self._judge_item(item) for item in batch)))
+
+    def close(self) -> None:
+        if self._provider is not None:
+            with contextlib.suppress(Exception):  # the loop that owned the clients has ended
+                asyncio.run(self._provider.aclose())
+            self._provider = None
+
+    # -- one item, one call per axis ----------------------------------------------------------
+
+    def requests_for(self, item: Item) -> list[tuple[Axis, JudgeRequest]]:
+        if item.instruction is None or item.reference is None:
+            missing = "an instruction" if item.instruction is None else "a reference"
+            raise ValueError(f"pair {item.pair.id[:12]} has no {missing} to judge against")
+        images = tuple(
+            (read_bytes(ref.uri), mime_type(ref)) for ref in (item.pair.source, item.pair.target)
+        )
+        reference = format_reference(item.reference)
+        return [
+            (
+                axis,
+                JudgeRequest(
+                    model=self.config.model,
+                    system=SYSTEM,
+                    prompt=axis.prompt.format(
+                        reference=reference, instruction=item.instruction.text
+                    ),
+                    images=images,
+                    schema=axis.answer_schema() if self.config.structured_output else None,
+                    temperature=self.config.temperature,
+                    max_output_tokens=self.config.max_output_tokens,
+                    image_hashes=(item.pair.source.sha256, item.pair.target.sha256),
+                ),
+            )
+            for axis in self.config.rubric.axes
+        ]
+
+    async def _judge_item(self, item: Item) -> Verdict | SampleError:
+        try:
+            requests = self.requests_for(item)
+        except (ValueError, ImageReadError) as exc:
+            return SampleError.from_exception(exc)
+        usage = _Usage()
+        results = await asyncio.gather(
+            *(
+                self._score_axis(axis, request, item.reference, item, usage)  # type: ignore[arg-type]
+                for axis, request in requests
+            ),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            return SampleError.from_exception(errors[0])
+        scores = {
+            axis.name: float(r)  # type: ignore[arg-type]  # exceptions were handled above
+            for (axis, _), r in zip(requests, results, strict=True)
+        }
+        return self._verdict(item, scores, usage)
+
+    async def _score_axis(
+        self, axis: Axis, request: JudgeRequest, reference: Reference, item: Item, usage: _Usage
+    ) -> float:
+        key = request_hash(self.provider.name, self.config.model, request.identity())
+        calls: CallLog | None = self.context.calls
+        cached = calls.lookup([key]).get(key) if calls else None
+        if cached is not None and cached.status == "ok" and cached.response:
+            usage.cached += 1
+            return self._parse(axis, cached.response["text"], reference, item, usage)
+        last: Exception | None = None
+        for _ in range(self.config.parse_attempts):
+            reply, latency = await self._send_with_retries(request)
+            cost = self._cost(reply, batch=False)
+            usage.calls += 1
+            usage.tokens_in += reply.tokens_in
+            usage.tokens_out += reply.tokens_out
+            usage.cost += cost
+            try:
+                score = self._parse(axis, reply.text, reference, item, usage)
+            except UnparsableAnswer as exc:
+                last = exc
+                self._log(key, reply, latency, cost, status="error", error=str(exc))
+                continue
+            self._log(key, reply, latency, cost, status="ok")
+            return score
+        assert last is not None
+        raise last
+
+    def _parse(
+        self, axis: Axis, text: str, reference: Reference, item: Item, usage: _Usage
+    ) -> float:
+        assert item.instruction is not None
+        score, answer = axis.score(text, reference, item.instruction.text)
+        usage.answers[axis.name] = answer.model_dump()
+        return score
+
+    async def _send_with_retries(self, request: JudgeRequest) -> tuple[Reply, float]:
+        assert self._gate is not None and self._limiter is not None
+        estimate = request.estimated_tokens()
+        for attempt in range(self.config.max_attempts):
+            await self._limiter.acquire(estimate)
+            async with self._gate:
+                started = time.monotonic()
+                try:
+                    reply = await asyncio.wait_for(
+                        self.provider.send(request, self.config.timeout), self.config.timeout + 5
+                    )
+                except (Retryable, TimeoutError) as exc:
+                    if attempt + 1 == self.config.max_attempts:
+                        raise
+                    hint = exc.after if isinstance(exc, Retryable) else None
+                    delay = self._delay(attempt, hint)
+                else:
+                    self._limiter.settle(estimate, reply.tokens_in + reply.tokens_out)
+                    return reply, (time.monotonic() - started) * 1000
+            await asyncio.sleep(delay)  # outside the gate: a waiting call holds no slot
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, hint: float | None) -> float:
+        backoff = min(self.config.max_backoff, self.config.backoff * 2**attempt)
+        backoff *= 1 + random.uniform(0, 0.25)
+        return max(backoff, hint or 0.0)
+
+    def _cost(self, reply: Reply, batch: bool) -> float:
+        price_in, price_out = self.config.input_price or 0.0, self.config.output_price or 0.0
+        cost = (reply.tokens_in * price_in + reply.tokens_out * price_out) / 1e6
+        return cost * (self.config.batch_discount if batch else 1.0)
+
+    def _log(
+        self,
+        key: str,
+        reply: Reply,
+        latency: float | None,
+        cost: float,
+        *,
+        status: str,
+        error: str | None = None,
+        batch_job_id: str | None = None,
+    ) -> None:
+        calls: CallLog | None = self.context.calls
+        if calls is None:
+            return
+        fields: dict[str, Any] = {
+            "status": status,
+            "response": {"text": reply.text},
+            "tokens_in": reply.tokens_in,
+            "tokens_out": reply.tokens_out,
+            "cost": cost,
+            "latency_ms": latency,
+            "error": error,
+        }
+        if batch_job_id:
+            calls.complete_submitted(key, batch_job_id, **fields)
+        else:
+            calls.record(key, provider=self.provider.name, model=self.config.model, **fields)
+
+    def _verdict(self, item: Item, scores: dict[str, float], usage: _Usage) -> Verdict:
+        assert item.instruction is not None and item.reference is not None
+        rubric = self.config.rubric
+        return Verdict(
+            pair_id=item.pair.id,
+            instruction_id=item.instruction.id,
+            reference_id=item.reference.id,
+            judge=self.judge_name,
+            kind="model",
+            axes=scores,
+            reasons={k: v.get("reasoning", "") for k, v in usage.answers.items()},
+            weighted=rubric.weighted(scores),
+            meta={
+                "rubric": rubric.id,
+                "weights": {a.name: a.weight for a in rubric.axes},
+                "answers": usage.answers,
+                "tokens_in": usage.tokens_in,
+                "tokens_out": usage.tokens_out,
+                "cost": round(usage.cost, 8),
+                "calls": usage.calls,
+                "cached_calls": usage.cached,
+            },
+        )
+
+    # -- batch API ----------------------------------------------------------------------------
+
+    def _judge_batch_api(self, batch: Sequence[Item]) -> list[Verdict | SampleError | None]:
+        """Submit what no job covers yet, collect what finished jobs answered, and leave the
+        rest pending (``None``): the step waits and a later run collects."""
+        calls: CallLog = self.context.calls
+        plans: list[list[tuple[Axis, str, JudgeRequest]] | SampleError] = []
+        for item in batch:
+            try:
+                plans.append(
+                    [
+                        (axis, request_hash(self.provider.name, self.config.model, r.identity()), r)
+                        for axis, r in self.requests_for(item)
+                    ]
+                )
+            except (ValueError, ImageReadError) as exc:
+                plans.append(SampleError.from_exception(exc))
+        wanted = [(k, r) for p in plans if isinstance(p, list) for _, k, r in p]
+        known = calls.lookup([k for k, _ in wanted])
+        fresh = list({k: r for k, r in wanted if k not in known}.items())
+        if fresh:
+            job_id = self.provider.submit_batch(fresh)
+            for key, _ in fresh:  # stored before anything polls the job
+                calls.record(
+                    key,
+                    provider=self.provider.name,
+                    model=self.config.model,
+                    status="submitted",
+                    batch_job_id=job_id,
+                )
+            known.update(calls.lookup([k for k, _ in fresh]))
+        self._collect(known, calls)
+        results: list[Verdict | SampleError | None] = []
+        for item, plan in zip(batch, plans, strict=True):
+            if isinstance(plan, SampleError):
+                results.append(plan)
+                continue
+            results.append(self._verdict_from_batch(item, plan, known))
+        return results
+
+    def _collect(self, known: dict[str, CallRecord], calls: CallLog) -> None:
+        jobs = {
+            r.batch_job_id for r in known.values() if r.status == "submitted" and r.batch_job_id
+        }
+        deadline = time.monotonic() + self.config.batch_wait
+        while jobs:
+            for job_id in sorted(jobs):
+                answers = self.provider.poll_batch(job_id)
+                if answers is None:
+                    continue
+                jobs.discard(job_id)
+                for key, record in list(known.items()):
+                    if record.batch_job_id != job_id or record.status != "submitted":
+                        continue
+                    answer = answers.get(key, "missing from the job's results")
+                    if isinstance(answer, Reply):
+                        self._log(
+                            key,
+                            answer,
+                            None,
+                            self._cost(answer, batch=True),
+                            status="ok",
+                            batch_job_id=job_id,
+                        )
+                        known[key] = CallRecord(
+                            key,
+                            "ok",
+                            {"text": answer.text},
+                            job_id,
+                            answer.tokens_in,
+                            answer.tokens_out,
+                        )
+                    else:
+                        self._log(
+                            key,
+                            Reply(""),
+                            None,
+                            0.0,
+                            status="error",
+                            error=answer,
+                            batch_job_id=job_id,
+                        )
+                        known[key] = CallRecord(key, "error", {"error": answer}, job_id)
+            if not jobs or time.monotonic() >= deadline:
+                return
+            time.sleep(self.config.batch_poll_interval)
+
+    def _verdict_from_batch(
+        self, item: Item, plan: list[tuple[Axis, str, JudgeRequest]], known: dict[str, CallRecord]
+    ) -> Verdict | SampleError | None:
+        records = [known.get(key) for _, key, _ in plan]
+        if any(r is None or r.status == "submitted" for r in records):
+            return None
+        usage = _Usage()
+        scores: dict[str, float] = {}
+        for (axis, _, _), record in zip(plan, records, strict=True):
+            assert record is not None and record.response is not None
+            if record.status != "ok":
+                return SampleError(
+                    error_type="BatchRequestError",
+                    message=f"{axis.name}: {record.response.get('error')}",
+                )
+            usage.tokens_in += record.tokens_in or 0
+            usage.tokens_out += record.tokens_out or 0
+            usage.cost += self._cost(
+                Reply("", record.tokens_in or 0, record.tokens_out or 0), batch=True
+            )
+            assert item.reference is not None
+            try:
+                scores[axis.name] = self._parse(
+                    axis, record.response["text"], item.reference, item, usage
+                )
+            except UnparsableAnswer as exc:
+                self.context.calls.mark_error(record.request_hash, str(exc))  # never served again
+                return SampleError.from_exception(exc)
+        return self._verdict(item, scores, usage)

@@ -1,0 +1,144 @@
+"""The ``gemini`` judge: Google's Gemini models through the google-genai SDK.
+
+The SDK's own retries are off (it ignores Retry-After); the engine retries instead. ``base_url``
+points it at another endpoint (a proxy, or ecap.testing's fake server).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field
+
+from ecap.interfaces import require
+
+from .engine import JudgeRequest, Provider, Reply, Retryable, RubricJudge, RubricJudgeConfig
+from .transport import RETRY_STATUS, is_transport_error, retry_after
+
+FINISHED = {"JOB_STATE_SUCCEEDED"}
+FAILED = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+
+
+class GeminiJudgeConfig(RubricJudgeConfig):
+    model: str = Field("gemini-2.5-pro", description="the paper's judge is Gemini-2.5-Pro")
+    api_version: str | None = Field(None, description="e.g. v1beta (default: the SDK's)")
+
+
+class GeminiProvider(Provider):
+    name = "gemini"
+
+    def __init__(self, config: GeminiJudgeConfig) -> None:
+        genai = require("google.genai", "judges", "gemini")
+        self.types = require("google.genai.types", "judges", "gemini")
+        self.errors = require("google.genai.errors", "judges", "gemini")
+        options: dict[str, Any] = {"timeout": int(config.timeout * 1000)}
+        if config.base_url:
+            options["base_url"] = config.base_url
+        if config.api_version:
+            options["api_version"] = config.api_version
+        key = config.api_key.get_secret_value() if config.api_key else None
+        self.client = genai.Client(api_key=key, http_options=self.types.HttpOptions(**options))
+
+    def _contents(self, request: JudgeRequest) -> list[Any]:
+        parts = [
+            self.types.Part.from_bytes(data=data, mime_type=mime) for data, mime in request.images
+        ]
+        return [*parts, request.prompt]
+
+    def _config(self, request: JudgeRequest) -> Any:
+        extra: dict[str, Any] = {}
+        if request.schema is not None:
+            extra = {
+                "response_mime_type": "application/json",
+                "response_json_schema": request.schema,
+            }
+        return self.types.GenerateContentConfig(
+            system_instruction=request.system,
+            temperature=request.temperature,
+            max_output_tokens=request.max_output_tokens,
+            **extra,
+        )
+
+    async def send(self, request: JudgeRequest, timeout: float) -> Reply:
+        try:
+            response = await self.client.aio.models.generate_content(
+                model=request.model, contents=self._contents(request), config=self._config(request)
+            )
+        except self.errors.APIError as exc:
+            if exc.code in RETRY_STATUS:
+                raise Retryable(str(exc), retry_after(exc.response)) from exc
+            raise
+        except Exception as exc:
+            if is_transport_error(exc):
+                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        return _reply(response)
+
+    def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
+        model = requests[0][1].model
+        inlined = [
+            self.types.InlinedRequest(
+                contents=self._contents(r), metadata={"key": key}, config=self._config(r)
+            )
+            for key, r in requests
+        ]
+        job = self.client.batches.create(
+            model=model, src=inlined, config={"display_name": f"ecap-judge-{int(time.time())}"}
+        )
+        return str(job.name)
+
+    def poll_batch(self, job_id: str) -> dict[str, Reply | str] | None:
+        job = self.client.batches.get(name=job_id)
+        state = getattr(job.state, "name", str(job.state))
+        if state in FAILED:
+            return {"*": f"batch job {job_id} ended {state}: {job.error}"}
+        if state not in FINISHED:
+            return None
+        answers: dict[str, Reply | str] = {}
+        for entry in (job.dest.inlined_responses or []) if job.dest else []:
+            key = (entry.metadata or {}).get("key", "")
+            if entry.error is not None or entry.response is None:
+                answers[key] = f"batch request failed: {entry.error}"
+            else:
+                answers[key] = _reply(entry.response)
+        if job.dest and job.dest.file_name:
+            lines = self.client.files.download(file=job.dest.file_name).decode().splitlines()
+            for line in filter(None, lines):
+                answers.update(self._file_line(line))
+        return answers
+
+    def _file_line(self, line: str) -> dict[str, Reply | str]:
+        import json
+
+        data = json.loads(line)
+        if "response" not in data:
+            return {data.get("key", ""): f"batch request failed: {data.get('error', data)}"}
+        response = self.types.GenerateContentResponse.model_validate(data["response"])
+        return {data.get("key", ""): _reply(response)}
+
+    async def aclose(self) -> None:
+        await self.client.aio.aclose()
+
+
+def _reply(response: Any) -> Reply:
+    usage = response.usage_metadata
+    return Reply(
+        text=response.text or "",
+        tokens_in=(usage.prompt_token_count or 0) if usage else 0,
+        tokens_out=(usage.candidates_token_count or 0) if usage else 0,
+    )
+
+
+class GeminiJudge(RubricJudge):
+    """Judges with a Gemini model (default gemini-2.5-pro, the paper's judge)."""
+
+    Config = GeminiJudgeConfig
+    config: GeminiJudgeConfig
+
+    def make_provider(self) -> Provider:
+        return GeminiProvider(self.config)
+
+
+__all__ = ["GeminiJudge", "GeminiJudgeConfig"]

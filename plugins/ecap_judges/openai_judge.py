@@ -1,0 +1,162 @@
+"""The ``openai`` judge: OpenAI models, or any OpenAI-compatible server (vLLM serving Qwen3-VL as
+an open judge, a gateway) through ``base_url``. Uses the openai SDK with its retries off: the
+engine retries, honouring Retry-After and retry-after-ms."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ecap.interfaces import require
+
+from .engine import JudgeRequest, Provider, Reply, Retryable, RubricJudge, RubricJudgeConfig
+from .transport import RETRY_STATUS, is_transport_error, retry_after
+
+FAILED = {"failed", "expired", "cancelled", "cancelling"}
+
+
+class OpenAIJudgeConfig(RubricJudgeConfig):
+    model: str = Field("gpt-4.1", description="model id on the server")
+    json_mode: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="how to ask for JSON; some compatible servers lack json_schema"
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="extra request fields, e.g. vLLM's structured_outputs"
+    )
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def __init__(self, config: OpenAIJudgeConfig) -> None:
+        self.openai = require("openai", "judges", "openai")
+        self.config = config
+        key = config.api_key.get_secret_value() if config.api_key else None
+        options = {
+            "api_key": key,
+            "base_url": config.base_url,
+            "max_retries": 0,
+            "timeout": config.timeout,
+        }
+        self.client = self.openai.AsyncOpenAI(**options)
+        self.sync_client = self.openai.OpenAI(**options)
+
+    def body(self, request: JudgeRequest) -> dict[str, Any]:
+        """The chat-completions body; the same for a direct call and a batch line."""
+        (source, source_mime), (target, target_mime) = request.images
+        content = [
+            {"type": "text", "text": "Source image:"},
+            {"type": "image_url", "image_url": {"url": _data_uri(source, source_mime)}},
+            {"type": "text", "text": "Edited image:"},
+            {"type": "image_url", "image_url": {"url": _data_uri(target, target_mime)}},
+            {"type": "text", "text": request.prompt},
+        ]
+        body: dict[str, Any] = {
+            "model": request.model,
+            "temperature": request.temperature,
+            "max_completion_tokens": request.max_output_tokens,
+            "messages": [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": content},
+            ],
+        }
+        if request.schema is not None and self.config.json_mode == "json_schema":
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "strict": True, "schema": request.schema},
+            }
+        elif request.schema is not None and self.config.json_mode == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        return {**body, **self.config.extra_body}
+
+    async def send(self, request: JudgeRequest, timeout: float) -> Reply:
+        body = self.body(request)
+        try:
+            response = await self.client.chat.completions.create(**body)
+        except self.openai.APIStatusError as exc:
+            if exc.status_code in RETRY_STATUS:
+                raise Retryable(str(exc), retry_after(exc.response)) from exc
+            raise
+        except Exception as exc:
+            if is_transport_error(exc):
+                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        return _reply(response.model_dump())
+
+    def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
+        lines = "".join(
+            json.dumps(
+                {
+                    "custom_id": key,
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": self.body(r),
+                }
+            )
+            + "\n"
+            for key, r in requests
+        )
+        upload = self.sync_client.files.create(
+            file=("ecap-judge.jsonl", io.BytesIO(lines.encode())), purpose="batch"
+        )
+        job = self.sync_client.batches.create(
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"source": "ecap-judge"},
+        )
+        return str(job.id)
+
+    def poll_batch(self, job_id: str) -> dict[str, Reply | str] | None:
+        job = self.sync_client.batches.retrieve(job_id)
+        if job.status in FAILED:
+            return {"*": f"batch job {job_id} ended {job.status}: {job.errors}"}
+        if job.status != "completed":
+            return None
+        answers: dict[str, Reply | str] = {}
+        for file_id in (job.output_file_id, job.error_file_id):
+            if not file_id:
+                continue
+            for line in filter(None, self.sync_client.files.content(file_id).text.splitlines()):
+                data = json.loads(line)
+                response = data.get("response") or {}
+                if data.get("error") or response.get("status_code") != 200:
+                    answers[data["custom_id"]] = (
+                        f"batch request failed: {data.get('error') or response}"
+                    )
+                else:
+                    answers[data["custom_id"]] = _reply(response["body"])
+        return answers
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        self.sync_client.close()
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _reply(body: dict[str, Any]) -> Reply:
+    usage = body.get("usage") or {}
+    choices = body.get("choices") or [{}]
+    return Reply(
+        text=(choices[0].get("message") or {}).get("content") or "",
+        tokens_in=usage.get("prompt_tokens") or 0,
+        tokens_out=usage.get("completion_tokens") or 0,
+    )
+
+
+class OpenAIJudge(RubricJudge):
+    """Judges with an OpenAI model or any OpenAI-compatible server (``base_url``)."""
+
+    Config = OpenAIJudgeConfig
+    config: OpenAIJudgeConfig
+
+    def make_provider(self) -> Provider:
+        return OpenAIProvider(self.config)
