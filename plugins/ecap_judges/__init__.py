@@ -13,3 +13,10 @@ from .openai_judge import OpenAIJudge
 def register_judges(register: Register) -> None:
     register("gemini", GeminiJudge)
     register("openai", OpenAIJudge)
+
+
+@hookimpl
+def register_commands(cli: object) -> None:
+    from .report import report_command
+
+    cli.add_command(report_command)  # type: ignore[attr-defined]

@@ -1,0 +1,120 @@
+"""The docs keep up with the code: every hook and every command is documented."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+import ecap.hookspecs
+from ecap.cli import cli
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def hookspecs(module: Any = ecap.hookspecs) -> dict[str, Callable[..., Any]]:
+    """Every function that pluggy's ``HookspecMarker("ecap")`` marked in ``module``."""
+    marker = f"{ecap.hookspecs.hookspec.project_name}_spec"
+    return {
+        name: fn
+        for name, fn in vars(module).items()
+        if inspect.isfunction(fn) and hasattr(fn, marker)
+    }
+
+
+def hook_signature(name: str, fn: Callable[..., Any]) -> str:
+    """``name(param, ...)``: how docs/plugins.md writes a hook."""
+    return f"{name}({', '.join(inspect.signature(fn).parameters)})"
+
+
+def undocumented_hooks(text: str, module: Any = ecap.hookspecs) -> list[str]:
+    signatures = [hook_signature(name, fn) for name, fn in hookspecs(module).items()]
+    return [s for s in signatures if not re.search(rf"^\s*{re.escape(s)}\s*$", text, re.M)]
+
+
+def command_paths(group: click.Group, prefix: str = "ecap") -> Iterator[str]:
+    """``ecap <group> <command>`` for every command, groups included, at any depth."""
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix} {name}"
+        yield path
+        if isinstance(command, click.Group):
+            yield from command_paths(command, path)
+
+
+def undocumented_commands(text: str, group: click.Group = cli) -> list[str]:
+    return [p for p in command_paths(group) if not re.search(rf"{re.escape(p)}\b", text)]
+
+
+def test_the_hookspecs_are_found() -> None:
+    found = hookspecs()
+    assert "register_captioners" in found and "register_commands" in found
+    assert "hookspec" not in found and "hookimpl" not in found
+
+
+def test_every_hookspec_is_documented_with_its_signature() -> None:
+    text = (DOCS / "plugins.md").read_text()
+    assert "## Hook reference" in text
+    missing = undocumented_hooks(text)
+    assert not missing, f"docs/plugins.md lacks a line with each of: {missing}"
+
+
+def test_every_command_is_documented() -> None:
+    text = (DOCS / "cli.md").read_text()
+    paths = list(command_paths(cli))
+    assert "ecap pipeline run" in paths and "ecap schema" in paths
+    missing = undocumented_commands(text)
+    assert not missing, f"docs/cli.md does not mention: {missing}"
+
+
+def test_the_checks_catch_what_is_missing() -> None:
+    """The checks above fail on an undocumented hook, a changed signature, or a new command."""
+
+    @ecap.hookspecs.hookspec
+    def register_widgets(register: Any, extra: Any) -> None:
+        """A hook that no page documents."""
+
+    def helper(register: Any) -> None:
+        """Not a hookspec: never required."""
+
+    Specs = types.ModuleType("specs")
+    Specs.register_captioners = ecap.hookspecs.register_captioners  # type: ignore[attr-defined]
+    Specs.register_widgets = register_widgets  # type: ignore[attr-defined]
+    Specs.helper = helper  # type: ignore[attr-defined]
+
+    assert undocumented_hooks("register_captioners(register)\n", Specs) == [
+        "register_widgets(register, extra)"
+    ]
+    assert undocumented_hooks("register_widgets(register)\n", Specs) == [
+        "register_captioners(register)",
+        "register_widgets(register, extra)",
+    ]
+    assert undocumented_hooks("see register_captioners(register) below\n", Specs)
+
+    @click.group()
+    def root() -> None: ...
+
+    @root.group("things")
+    def things() -> None: ...
+
+    @things.command("frob")
+    def frob() -> None: ...
+
+    @root.command("solo")
+    def solo() -> None: ...
+
+    assert undocumented_commands("ecap things\necap solo\n", root) == ["ecap things frob"]
+    assert undocumented_commands("ecap things frobnicate\necap solo", root) == ["ecap things frob"]
+    assert not undocumented_commands("`ecap things frob`, `ecap solo`", root)
+
+
+@pytest.mark.parametrize("page", ["index", "specs", "runner", "store", "cli", "plugins"])
+def test_relative_links_between_pages_resolve(page: str) -> None:
+    text = (DOCS / f"{page}.md").read_text()
+    for target in re.findall(r"\]\(([a-z]+\.md)(?:#[^)]*)?\)", text):
+        assert (DOCS / target).exists(), f"docs/{page}.md links to missing {target}"
