@@ -360,6 +360,11 @@ class Store:
     def find(self, record_id: str) -> list[tuple[str, Record]]:
         """Every record whose id is, or starts with, ``record_id`` (ids are long; prefixes help)."""
         found: list[tuple[str, Record]] = []
+        for record_type in RECORD_TABLES:  # an exact id is a primary-key lookup: try that first
+            if (record := self.record(record_type, record_id)) is not None:
+                found.append((record_type, record))
+        if found:
+            return found
         with self.engine.connect() as conn:
             for record_type, table in RECORD_TABLES.items():
                 ids = (
