@@ -9,14 +9,13 @@ Batch jobs are written as ``submitted`` (with their job id) before anything poll
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import insert, select, update
+from typing import TYPE_CHECKING, Any
 
 from .hashing import digest
 from .records import new_id, utcnow
-from .store import Store
-from .store.schema import ApiCall
+
+if TYPE_CHECKING:  # plugins import this module at load time; SQLAlchemy waits for first use
+    from .store import Store
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,10 @@ class CallLog:
     def lookup(self, request_hashes: list[str]) -> dict[str, CallRecord]:
         """The most useful row per hash: an answered call wins over a submitted one; errors are
         never served (the call is made again)."""
+        from sqlalchemy import select
+
+        from .store.schema import ApiCall
+
         found: dict[str, CallRecord] = {}
         with self.store.engine.connect() as conn:
             for start in range(0, len(request_hashes), 500):
@@ -81,6 +84,10 @@ class CallLog:
         batch_job_id: str | None = None,
         error: str | None = None,
     ) -> None:
+        from sqlalchemy import insert
+
+        from .store.schema import ApiCall
+
         with self.store.engine.begin() as conn:
             conn.execute(
                 insert(ApiCall).values(
@@ -103,6 +110,10 @@ class CallLog:
 
     def mark_error(self, request_hash: str, error: str) -> None:
         """An answer that turned out unusable: kept for the audit, never served again."""
+        from sqlalchemy import update
+
+        from .store.schema import ApiCall
+
         with self.store.engine.begin() as conn:
             conn.execute(
                 update(ApiCall)
@@ -112,6 +123,10 @@ class CallLog:
 
     def complete_submitted(self, request_hash: str, batch_job_id: str, **answer: Any) -> None:
         """Turn a ``submitted`` batch request into its answer (``status`` ok or error)."""
+        from sqlalchemy import update
+
+        from .store.schema import ApiCall
+
         with self.store.engine.begin() as conn:
             conn.execute(
                 update(ApiCall)
