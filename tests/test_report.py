@@ -13,10 +13,10 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
+from ecap import defects
 from ecap.errors import EcapError
 from ecap.records import ImageRef, Instruction, Pair, Record, Verdict
 from ecap.store import Store
-from ecap_judges import defects
 from ecap_judges.report import (
     average_ranks,
     binomial,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -30,8 +29,9 @@ from pydantic import Field, SecretStr, model_validator
 
 from ecap.calls import CallLog, CallRecord, request_hash
 from ecap.images import ImageReadError, mime_type, read_bytes
-from ecap.interfaces import Judge, PluginConfig, transport_field
+from ecap.interfaces import Judge, transport_field
 from ecap.records import Item, Reference, SampleError, Verdict
+from ecap.remote import RemoteCaller, RemotePolicy
 
 from .prompts import SYSTEM, default_rubric
 from .rubric import Axis, Rubric, UnparsableAnswer, format_reference
@@ -76,20 +76,12 @@ class Reply:
     tokens_out: int = 0
 
 
-class Retryable(Exception):
-    """Raised by providers for a failure worth retrying; ``after`` is the server's hint."""
-
-    def __init__(self, message: str, after: float | None = None) -> None:
-        super().__init__(message)
-        self.after = after
-
-
 class Provider(ABC):
     name: str
 
     @abstractmethod
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        """One call. Raise :class:`Retryable` for transient failures, anything else otherwise."""
+        """One call. Raise :class:`ecap.remote.Retryable` for transient failures, anything else otherwise."""
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         """Submit (key, request) pairs as one batch job; return the job id."""
@@ -103,7 +95,7 @@ class Provider(ABC):
         """Close network clients."""
 
 
-class RubricJudgeConfig(PluginConfig):
+class RubricJudgeConfig(RemotePolicy):
     model: str = Field(description="judge model id, e.g. gemini-2.5-pro or gpt-4.1")
     rubric: Rubric = Field(
         default_factory=default_rubric,
@@ -117,13 +109,6 @@ class RubricJudgeConfig(PluginConfig):
     structured_output: bool = Field(True, description="send the answer's JSON schema")
     api_key: SecretStr | None = Field(None, description="default: the SDK's environment variable")
     base_url: str | None = Field(None, description="another endpoint (a proxy, a local server)")
-    max_concurrent_calls: int = transport_field(16, ge=1)
-    requests_per_minute: float | None = transport_field(None, gt=0)
-    tokens_per_minute: float | None = transport_field(None, gt=0)
-    timeout: float = transport_field(120.0, gt=0, description="seconds per call")
-    max_attempts: int = transport_field(6, ge=1, description="tries per call, the first included")
-    backoff: float = transport_field(1.0, ge=0, description="first retry delay, doubled each time")
-    max_backoff: float = transport_field(60.0, ge=0)
     parse_attempts: int = transport_field(2, ge=1, description="asks per call when unparsable")
     input_price: float | None = transport_field(None, description="USD per 1M input tokens")
     output_price: float | None = transport_field(None, description="USD per 1M output tokens")
@@ -154,45 +139,6 @@ class RubricJudgeConfig(PluginConfig):
         return self
 
 
-class RateLimiter:
-    """Requests and tokens per minute, as two continuously refilled buckets."""
-
-    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
-        self.limits = {"requests": requests_per_minute, "tokens": tokens_per_minute}
-        self.level = {k: float(v or 0) for k, v in self.limits.items()}
-        self.stamp = time.monotonic()
-        self.lock = asyncio.Lock()
-
-    async def acquire(self, tokens: int) -> None:
-        need = {"requests": 1.0, "tokens": float(tokens)}
-        async with self.lock:
-            while True:
-                now = time.monotonic()
-                for kind, limit in self.limits.items():
-                    if limit:
-                        self.level[kind] = min(
-                            limit, self.level[kind] + (now - self.stamp) * limit / 60
-                        )
-                self.stamp = now
-                waits = [
-                    (min(need[k], limit) - self.level[k]) * 60 / limit
-                    for k, limit in self.limits.items()
-                    if limit
-                ]
-                wait = max([0.0, *waits])
-                if wait <= 0:
-                    for kind, limit in self.limits.items():
-                        if limit:
-                            self.level[kind] -= need[kind]
-                    return
-                await asyncio.sleep(wait)
-
-    def settle(self, estimated: int, actual: int) -> None:
-        """Charge the difference between a call's estimated and actual tokens."""
-        if self.limits["tokens"]:
-            self.level["tokens"] -= actual - estimated
-
-
 @dataclass
 class _Usage:
     tokens_in: int = 0
@@ -213,8 +159,7 @@ class RubricJudge(Judge):
     def __init__(self, config: RubricJudgeConfig, context: Any) -> None:
         super().__init__(config, context)
         self._provider: Provider | None = None
-        self._limiter: RateLimiter | None = None
-        self._gate: asyncio.Semaphore | None = None
+        self._caller = RemoteCaller(config)
 
     @abstractmethod
     def make_provider(self) -> Provider:
@@ -233,11 +178,6 @@ class RubricJudge(Judge):
     # -- the Judge interface ------------------------------------------------------------------
 
     async def ajudge(self, batch: Sequence[Item]) -> list[Verdict | SampleError | None]:
-        if self._gate is None:  # created inside the running loop
-            self._gate = asyncio.Semaphore(self.config.max_concurrent_calls)
-            self._limiter = RateLimiter(
-                self.config.requests_per_minute, self.config.tokens_per_minute
-            )
         if self.config.batch:
             return await asyncio.to_thread(self._judge_batch_api, batch)
         return list(await asyncio.gather(*(self._judge_item(item) for item in batch)))
@@ -336,31 +276,11 @@ class RubricJudge(Judge):
         return score
 
     async def _send_with_retries(self, request: JudgeRequest) -> tuple[Reply, float]:
-        assert self._gate is not None and self._limiter is not None
-        estimate = request.estimated_tokens()
-        for attempt in range(self.config.max_attempts):
-            await self._limiter.acquire(estimate)
-            async with self._gate:
-                started = time.monotonic()
-                try:
-                    reply = await asyncio.wait_for(
-                        self.provider.send(request, self.config.timeout), self.config.timeout + 5
-                    )
-                except (Retryable, TimeoutError) as exc:
-                    if attempt + 1 == self.config.max_attempts:
-                        raise
-                    hint = exc.after if isinstance(exc, Retryable) else None
-                    delay = self._delay(attempt, hint)
-                else:
-                    self._limiter.settle(estimate, reply.tokens_in + reply.tokens_out)
-                    return reply, (time.monotonic() - started) * 1000
-            await asyncio.sleep(delay)  # outside the gate: a waiting call holds no slot
-        raise AssertionError("unreachable")
-
-    def _delay(self, attempt: int, hint: float | None) -> float:
-        backoff = min(self.config.max_backoff, self.config.backoff * 2**attempt)
-        backoff *= 1 + random.uniform(0, 0.25)
-        return max(backoff, hint or 0.0)
+        return await self._caller.call(
+            lambda: self.provider.send(request, self.config.timeout),
+            estimated_tokens=request.estimated_tokens(),
+            tokens_of=lambda reply: reply.tokens_in + reply.tokens_out,
+        )
 
     def _cost(self, reply: Reply, batch: bool) -> float:
         price_in, price_out = self.config.input_price or 0.0, self.config.output_price or 0.0

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import Field
 
 from ecap.interfaces import require
+from ecap.remote import RETRY_STATUS, Retryable, is_transport_error, retry_after
 
-from .engine import JudgeRequest, Provider, Reply, Retryable, RubricJudge, RubricJudgeConfig
-from .transport import RETRY_STATUS, is_transport_error, retry_after
+from .engine import JudgeRequest, Provider, Reply, RubricJudge, RubricJudgeConfig
 
 FINISHED = {"JOB_STATE_SUCCEEDED"}
 FAILED = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}

@@ -3,7 +3,7 @@
 - **Scores** (the paper's Table 2): judge means of S, Accuracy, Completeness and Clarity per model
   (rows) and benchmark (columns), each with a 95% bootstrap confidence interval and n.
 - **Human grades** (Table 3): per model and benchmark, the share of human-graded instructions that
-  are correct, P0, P1 or P2 (see :mod:`ecap_judges.defects`), with intervals and n.
+  are correct, P0, P1 or P2 (see :mod:`ecap.defects`), with intervals and n.
 - **Ablation** (Table 4): several run or step selections side by side, per model and benchmark.
 - **Agreement**: Spearman's rank correlation between the judge's S and the human usability score
   (correct 3, P2 2, P1 1, P0 0) on the instructions that have both.
@@ -59,10 +59,9 @@ from sqlalchemy import JSON, ColumnElement, and_, case, false, func, or_, select
 from sqlalchemy.orm import aliased
 
 from ecap.cli.common import json_option, open_store, store_option
+from ecap.defects import DefectCodeError, Grade, grade, usability, worst
 from ecap.errors import EcapError, did_you_mean
 from ecap.store.schema import InstructionRow, PairRow, Run, StepRun, VerdictRow
-
-from .defects import DefectCodeError, Grade, grade, usability, worst
 
 if TYPE_CHECKING:
     from ecap.store import Store
