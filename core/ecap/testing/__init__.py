@@ -2,19 +2,26 @@
 
 - :mod:`ecap.testing.fakes`: a captioner, filter, judge and annotator with scripted outputs and a
   call history, registered under the name ``fake`` through the same hooks as any plugin.
+- :class:`FakeLLMServer` (:mod:`ecap.testing.llm_server`): a local server speaking the Gemini and
+  OpenAI REST protocols to their real SDKs, with scripted answers and injectable faults.
 - :func:`make_pairs`: tiny real PNG pairs and a CSV listing them (optionally corrupt ones).
 - Fixtures (see :mod:`ecap.testing.pytest_plugin`): ``ecap_store`` (a temporary store),
-  ``ecap_registry`` (the installed plugins plus the fakes), ``ecap_run`` (write and run a spec).
+  ``ecap_registry`` (the installed plugins plus the fakes), ``ecap_pairs`` (pairs and their CSV), ``fake_llm_server``.
 """
 
 from .fakes import FakeAnnotator, FakeCaptioner, FakeFilter, FakeJudge, reset_fakes
 from .helpers import make_pairs, registry_with_fakes, run_spec
+from .llm_server import FakeLLMServer, LLMError, LLMReply, LLMRequest
 
 __all__ = [
     "FakeAnnotator",
     "FakeCaptioner",
     "FakeFilter",
     "FakeJudge",
+    "FakeLLMServer",
+    "LLMError",
+    "LLMReply",
+    "LLMRequest",
     "make_pairs",
     "registry_with_fakes",
     "reset_fakes",

@@ -4,6 +4,9 @@
   for the test (so CLI calls in-process see it too), with every fake's history reset.
 - ``ecap_store``: a fresh SQLite store in the test's temporary folder.
 - ``ecap_pairs``: six tiny image pairs and their CSV in the test's temporary folder.
+- ``fake_llm_server``: a :class:`~ecap.testing.llm_server.FakeLLMServer` on 127.0.0.1 speaking the
+  Gemini and OpenAI protocols, with no latency and the default responder; set ``.responder`` or
+  ``.latency`` and ``inject`` faults as the test needs. Stopped after the test.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ..plugins import Registry, set_registry
 from ..store import Store
 from .fakes import reset_fakes
 from .helpers import make_pairs, registry_with_fakes
+from .llm_server import FakeLLMServer
 
 
 @pytest.fixture
@@ -43,3 +47,9 @@ def ecap_store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def ecap_pairs(tmp_path: Path) -> Path:
     return make_pairs(tmp_path)
+
+
+@pytest.fixture
+def fake_llm_server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as server:
+        yield server
