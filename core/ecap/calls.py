@@ -88,25 +88,26 @@ class CallLog:
 
         from .store.schema import ApiCall
 
+        row = {
+            "id": new_id(),
+            "request_hash": request_hash,
+            "provider": provider,
+            "model": model,
+            "status": status,
+            "response": response,
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "cost": cost,
+            "latency_ms": latency_ms,
+            "batch_job_id": batch_job_id,
+            "error": error,
+            "step_run_id": self.step_run_id,
+            "created_at": utcnow(),
+        }
         with self.store.engine.begin() as conn:
-            conn.execute(
-                insert(ApiCall).values(
-                    id=new_id(),
-                    request_hash=request_hash,
-                    provider=provider,
-                    model=model,
-                    status=status,
-                    response=response,
-                    tokens_in=tokens_in,
-                    tokens_out=tokens_out,
-                    cost=cost,
-                    latency_ms=latency_ms,
-                    batch_job_id=batch_job_id,
-                    error=error,
-                    step_run_id=self.step_run_id,
-                    created_at=utcnow(),
-                )
-            )
+            # Parameters passed beside the statement, not baked into it with ``values()``: the
+            # compiled INSERT is then cached once instead of rebuilt for every call.
+            conn.execute(insert(ApiCall), [row])
 
     def mark_error(self, request_hash: str, error: str) -> None:
         """An answer that turned out unusable: kept for the audit, never served again."""

@@ -81,7 +81,8 @@ class Provider(ABC):
 
     @abstractmethod
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        """One call. Raise :class:`ecap.remote.Retryable` for transient failures, anything else otherwise."""
+        """One call. Raise :class:`ecap.remote.Retryable` for transient failures, anything else
+        otherwise."""
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         """Submit (key, request) pairs as one batch job; return the job id."""
@@ -139,6 +140,10 @@ class RubricJudgeConfig(RemotePolicy):
         return self
 
 
+#: An item's calls: each axis with its call-log key and its request.
+Plan = list[tuple[Axis, str, JudgeRequest]]
+
+
 @dataclass
 class _Usage:
     tokens_in: int = 0
@@ -160,6 +165,7 @@ class RubricJudge(Judge):
         super().__init__(config, context)
         self._provider: Provider | None = None
         self._caller = RemoteCaller(config)
+        self._schemas: dict[str, dict[str, Any]] = {}
 
     @abstractmethod
     def make_provider(self) -> Provider:
@@ -180,7 +186,11 @@ class RubricJudge(Judge):
     async def ajudge(self, batch: Sequence[Item]) -> list[Verdict | SampleError | None]:
         if self.config.batch:
             return await asyncio.to_thread(self._judge_batch_api, batch)
-        return list(await asyncio.gather(*(self._judge_item(item) for item in batch)))
+        plans = self._plan(batch)
+        calls: CallLog | None = self.context.calls
+        known = calls.lookup(self._keys(plans)) if calls else {}  # one query per batch
+        work = (self._judge_item(i, plan, known) for i, plan in zip(batch, plans, strict=True))
+        return list(await asyncio.gather(*work))
 
     def close(self) -> None:
         if self._provider is not None:
@@ -208,7 +218,7 @@ class RubricJudge(Judge):
                         reference=reference, instruction=item.instruction.text
                     ),
                     images=images,
-                    schema=axis.answer_schema() if self.config.structured_output else None,
+                    schema=self._schema(axis),
                     temperature=self.config.temperature,
                     max_output_tokens=self.config.max_output_tokens,
                     image_hashes=(item.pair.source.sha256, item.pair.target.sha256),
@@ -217,16 +227,47 @@ class RubricJudge(Judge):
             for axis in self.config.rubric.axes
         ]
 
-    async def _judge_item(self, item: Item) -> Verdict | SampleError:
-        try:
-            requests = self.requests_for(item)
-        except (ValueError, ImageReadError) as exc:
-            return SampleError.from_exception(exc)
+    def _schema(self, axis: Axis) -> dict[str, Any] | None:
+        """The axis' answer schema, generated once (pydantic takes milliseconds per schema)."""
+        if not self.config.structured_output:
+            return None
+        if axis.name not in self._schemas:
+            self._schemas[axis.name] = axis.answer_schema()
+        return self._schemas[axis.name]
+
+    def _plan(self, batch: Sequence[Item]) -> list[Plan | SampleError]:
+        """Per item, its calls with their call-log keys, or why it cannot be judged."""
+        plans: list[Plan | SampleError] = []
+        for item in batch:
+            try:
+                plans.append(
+                    [
+                        (axis, request_hash(self.provider.name, self.config.model, r.identity()), r)
+                        for axis, r in self.requests_for(item)
+                    ]
+                )
+            except (ValueError, ImageReadError) as exc:
+                plans.append(SampleError.from_exception(exc))
+        return plans
+
+    @staticmethod
+    def _keys(plans: Sequence[Plan | SampleError]) -> list[str]:
+        return [key for plan in plans if isinstance(plan, list) for _, key, _ in plan]
+
+    async def _judge_item(
+        self,
+        item: Item,
+        plan: Plan | SampleError,
+        known: dict[str, CallRecord],
+    ) -> Verdict | SampleError:
+        if isinstance(plan, SampleError):
+            return plan
+        assert item.reference is not None
         usage = _Usage()
         results = await asyncio.gather(
             *(
-                self._score_axis(axis, request, item.reference, item, usage)  # type: ignore[arg-type]
-                for axis, request in requests
+                self._score_axis(axis, key, request, known.get(key), item, usage)
+                for axis, key, request in plan
             ),
             return_exceptions=True,
         )
@@ -235,16 +276,21 @@ class RubricJudge(Judge):
             return SampleError.from_exception(errors[0])
         scores = {
             axis.name: float(r)  # type: ignore[arg-type]  # exceptions were handled above
-            for (axis, _), r in zip(requests, results, strict=True)
+            for (axis, _, _), r in zip(plan, results, strict=True)
         }
         return self._verdict(item, scores, usage)
 
     async def _score_axis(
-        self, axis: Axis, request: JudgeRequest, reference: Reference, item: Item, usage: _Usage
+        self,
+        axis: Axis,
+        key: str,
+        request: JudgeRequest,
+        cached: CallRecord | None,
+        item: Item,
+        usage: _Usage,
     ) -> float:
-        key = request_hash(self.provider.name, self.config.model, request.identity())
-        calls: CallLog | None = self.context.calls
-        cached = calls.lookup([key]).get(key) if calls else None
+        assert item.reference is not None
+        reference = item.reference
         if cached is not None and cached.status == "ok" and cached.response:
             usage.cached += 1
             return self._parse(axis, cached.response["text"], reference, item, usage)
@@ -345,17 +391,7 @@ class RubricJudge(Judge):
         """Submit what no job covers yet, collect what finished jobs answered, and leave the
         rest pending (``None``): the step waits and a later run collects."""
         calls: CallLog = self.context.calls
-        plans: list[list[tuple[Axis, str, JudgeRequest]] | SampleError] = []
-        for item in batch:
-            try:
-                plans.append(
-                    [
-                        (axis, request_hash(self.provider.name, self.config.model, r.identity()), r)
-                        for axis, r in self.requests_for(item)
-                    ]
-                )
-            except (ValueError, ImageReadError) as exc:
-                plans.append(SampleError.from_exception(exc))
+        plans = self._plan(batch)
         wanted = [(k, r) for p in plans if isinstance(p, list) for _, k, r in p]
         known = calls.lookup([k for k, _ in wanted])
         fresh = list({k: r for k, r in wanted if k not in known}.items())
