@@ -40,6 +40,11 @@ class CsvSourceConfig(PluginConfig):
     instruction_origin: Literal["reference", "human", "model"] = Field(
         "reference", description="origin recorded for instructions found in the file"
     )
+    instruction_author: str | None = Field(
+        None,
+        description="who wrote the file's instructions, e.g. the model id that reports group "
+        "by (default: the file's name)",
+    )
     max_image_pixels: int = Field(64_000_000, ge=1, description="larger images fail their row")
     url_timeout: float = transport_field(30.0, description="seconds per image download")
 
@@ -158,7 +163,7 @@ class CsvSource(AnnotationSource):
                 pair_id=pair.id,
                 text=row.instruction,
                 origin=self.config.instruction_origin,
-                author=self.file.name,
+                author=self.config.instruction_author or self.file.name,
             )
         if row.primary or row.secondary or row.overall:
             item["reference"] = Reference(

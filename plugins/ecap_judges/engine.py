@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ecap.calls import CallLog, CallRecord, request_hash
 from ecap.images import ImageReadError, mime_type, read_bytes
@@ -119,6 +119,12 @@ class RubricJudgeConfig(RemotePolicy):
         0.0, ge=0, description="seconds to wait for a batch job in-process before the step waits"
     )
     batch_poll_interval: float = transport_field(10.0, gt=0)
+
+    @field_validator("api_key", "base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """``${env:X:-}`` gives an empty string: that means "not set", e.g. the SDK's default."""
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _apply_weights(self) -> RubricJudgeConfig:
