@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select
 
 from .errors import EcapError
 from .records import Record
@@ -21,15 +21,21 @@ FANOUT = 20
 
 
 class _Walker:
-    def __init__(self, store: Store, depth: int) -> None:
+    """One walk, on one connection: each record is read with its step run id in one query,
+    statements are built once, and edges are counted only when a node has more than the fan-out
+    cap."""
+
+    def __init__(self, store: Store, conn: Connection, depth: int) -> None:
         self.store = store
+        self.conn = conn
         self.depth = depth
-        self._step_runs: dict[str, dict[str, Any] | None] = {}
+        self._step_runs: dict[str, dict[str, Any]] = {}
 
     def node(
         self,
         record_type: str,
         record: Record,
+        step_run_id: str | None,
         direction: str | None,
         level: int,
         seen: set[tuple[str, str]],
@@ -38,7 +44,7 @@ class _Walker:
             "type": record_type,
             "id": record.id,
             "record": record.model_dump(mode="json"),
-            "generated_by": self.generated_by(record_type, record.id),
+            "generated_by": self.step_run(step_run_id),
         }
         if level >= self.depth:
             return out
@@ -51,65 +57,73 @@ class _Walker:
     def neighbours(
         self, record_type: str, record_id: str, side: str, level: int, seen: set[tuple[str, str]]
     ) -> tuple[list[dict[str, Any]], int]:
-        if side == "origins":
-            mine, theirs = (Edge.src_type, Edge.src_id), (Edge.dst_type, Edge.dst_id)
-        else:
-            mine, theirs = (Edge.dst_type, Edge.dst_id), (Edge.src_type, Edge.src_id)
-        condition = and_(mine[1] == record_id, mine[0] == record_type)
-        with self.store.engine.connect() as conn:
-            total = conn.execute(
-                select(func.count()).select_from(Edge).where(condition)
-            ).scalar_one()
-            rows = conn.execute(
-                select(Edge.verb, theirs[0], theirs[1])
-                .where(condition)
-                .order_by(Edge.id)
-                .limit(FANOUT)
-            ).all()
+        key = {"type": record_type, "id": record_id}
+        rows = self.conn.execute(_EDGES[side], key).all()
+        total = len(rows)
+        if total > FANOUT:
+            rows = rows[:FANOUT]
+            total = self.conn.execute(_EDGE_COUNT[side], key).scalar_one()
+        wanted: dict[str, list[str]] = {}
+        for _, other_type, other_id in rows:
+            if (other_type, other_id) not in seen and other_type in RECORD_TABLES:
+                wanted.setdefault(other_type, []).append(other_id)
+        fetched = {
+            t: self.store.records_with_step_runs(t, ids, self.conn) for t, ids in wanted.items()
+        }
         found = []
         for verb, other_type, other_id in rows:
             if (other_type, other_id) in seen:
                 continue
-            other = self.store.record(other_type, other_id)
-            if other is None:
+            hit = fetched.get(other_type, {}).get(other_id)
+            if hit is None:
                 found.append({"verb": verb, "type": other_type, "id": other_id, "missing": True})
                 continue
-            child = self.node(other_type, other, side, level + 1, seen)
+            other, step_run_id = hit
+            child = self.node(other_type, other, step_run_id, side, level + 1, seen)
             found.append({"verb": verb, **child})
         return found, max(0, total - len(rows))
 
-    def generated_by(self, record_type: str, record_id: str) -> dict[str, Any] | None:
-        table = RECORD_TABLES[record_type]
-        with self.store.engine.connect() as conn:
-            step_run_id = conn.execute(
-                select(table.step_run_id).where(table.id == record_id)
-            ).scalar_one_or_none()
-            if step_run_id is None:
-                return None
-            if step_run_id not in self._step_runs:
-                row = (
-                    conn.execute(
-                        select(
-                            StepRun.id,
-                            StepRun.step_id,
-                            StepRun.kind,
-                            StepRun.plugin,
-                            StepRun.plugin_version,
-                            StepRun.package,
-                            StepRun.config,
-                            StepRun.started_at,
-                            Run.id.label("run_id"),
-                            Run.name.label("run_name"),
-                            Run.spec_path,
-                        )
-                        .join(Run, Run.id == StepRun.run_id)
-                        .where(StepRun.id == step_run_id)
-                    )
-                    .mappings()
-                    .first()
-                )
-                self._step_runs[step_run_id] = dict(row) if row else {"id": step_run_id}
-            return self._step_runs[step_run_id]
+    def step_run(self, step_run_id: str | None) -> dict[str, Any] | None:
+        if step_run_id is None:
+            return None
+        if step_run_id not in self._step_runs:
+            row = self.conn.execute(_STEP_RUN, {"id": step_run_id}).mappings().first()
+            self._step_runs[step_run_id] = dict(row) if row else {"id": step_run_id}
+        return self._step_runs[step_run_id]
+
+
+def _edges(side: str, count: bool) -> Any:
+    """The edges out of (``uses``: into) one record, as a statement built once."""
+    if side == "origins":
+        mine, theirs = (Edge.src_type, Edge.src_id), (Edge.dst_type, Edge.dst_id)
+    else:
+        mine, theirs = (Edge.dst_type, Edge.dst_id), (Edge.src_type, Edge.src_id)
+    condition = and_(mine[1] == bindparam("id"), mine[0] == bindparam("type"))
+    if count:
+        return select(func.count()).select_from(Edge).where(condition)
+    return select(Edge.verb, *theirs).where(condition).order_by(Edge.id).limit(FANOUT + 1)
+
+
+# Built once: constructing a statement costs more than running it on an indexed column.
+_EDGES = {side: _edges(side, count=False) for side in ("origins", "uses")}
+_EDGE_COUNT = {side: _edges(side, count=True) for side in ("origins", "uses")}
+_STEP_RUN = (
+    select(
+        StepRun.id,
+        StepRun.step_id,
+        StepRun.kind,
+        StepRun.plugin,
+        StepRun.plugin_version,
+        StepRun.package,
+        StepRun.config,
+        StepRun.started_at,
+        Run.id.label("run_id"),
+        Run.name.label("run_name"),
+        Run.spec_path,
+    )
+    .join(Run, Run.id == StepRun.run_id)
+    .where(StepRun.id == bindparam("id"))
+)
 
 
 def resolve(store: Store, record_id: str) -> tuple[str, Record]:
@@ -126,7 +140,9 @@ def resolve(store: Store, record_id: str) -> tuple[str, Record]:
 
 def walk(store: Store, record_id: str, depth: int = 6) -> dict[str, Any]:
     record_type, record = resolve(store, record_id)
-    return _Walker(store, depth).node(record_type, record, None, 0, set())
+    with store.engine.connect() as conn:
+        (_, step_run_id), *_ = store.records_with_step_runs(record_type, [record.id], conn).values()
+        return _Walker(store, conn, depth).node(record_type, record, step_run_id, None, 0, set())
 
 
 def query(

@@ -8,6 +8,7 @@ that importing hundreds of thousands of pairs stays close to raw insert speed.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
@@ -32,6 +43,14 @@ from .schema import (
 )
 
 CHUNK = 500  # ids per IN (...) query; well under every dialect's parameter limit
+
+
+@functools.cache
+def _by_ids(record_type: str) -> Select[Any]:
+    """``SELECT * FROM <table> WHERE id IN (:ids)``, built once: building a statement costs more
+    than running a primary-key lookup on SQLite."""
+    table = RECORD_TABLES[record_type]
+    return select(table).where(table.id.in_(bindparam("ids", expanding=True)))
 
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -343,15 +362,33 @@ class Store:
 
     # -- records ----------------------------------------------------------------------------
 
-    def records(self, record_type: str, ids: Iterable[str]) -> dict[str, Record]:
-        cls, table = RECORD_TYPES[record_type], RECORD_TABLES[record_type]
+    def records(
+        self, record_type: str, ids: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, Record]:
+        """Records of one type by id (missing ids are left out), on ``conn`` if given."""
+        return {
+            record_id: record
+            for record_id, (record, _) in self.records_with_step_runs(
+                record_type, ids, conn
+            ).items()
+        }
+
+    def records_with_step_runs(
+        self, record_type: str, ids: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, tuple[Record, str | None]]:
+        """Records of one type by id, each with the id of the step run that wrote it."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.records_with_step_runs(record_type, ids, own)
+        cls, statement = RECORD_TYPES[record_type], _by_ids(record_type)
         fields = set(cls.model_fields)
-        unique = list(dict.fromkeys(ids))
-        out: dict[str, Record] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(unique):
-                for row in conn.execute(select(table).where(table.id.in_(chunk))).mappings():
-                    out[row["id"]] = cls.model_validate({k: row[k] for k in fields})
+        out: dict[str, tuple[Record, str | None]] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            for row in conn.execute(statement, {"ids": list(chunk)}).mappings():
+                out[row["id"]] = (
+                    cls.model_validate({k: row[k] for k in fields}),
+                    row["step_run_id"],
+                )
         return out
 
     def record(self, record_type: str, record_id: str) -> Record | None:
@@ -360,19 +397,22 @@ class Store:
     def find(self, record_id: str) -> list[tuple[str, Record]]:
         """Every record whose id is, or starts with, ``record_id`` (ids are long; prefixes help)."""
         found: list[tuple[str, Record]] = []
-        for record_type in RECORD_TABLES:  # an exact id is a primary-key lookup: try that first
-            if (record := self.record(record_type, record_id)) is not None:
-                found.append((record_type, record))
-        if found:
-            return found
         with self.engine.connect() as conn:
+            for record_type in RECORD_TABLES:  # an exact id is a primary-key lookup: try it first
+                hit = self.records(record_type, [record_id], conn).get(record_id)
+                if hit is not None:
+                    found.append((record_type, hit))
+            if found:
+                return found
             for record_type, table in RECORD_TABLES.items():
                 ids = (
                     conn.execute(select(table.id).where(table.id.startswith(record_id)).limit(5))
                     .scalars()
                     .all()
                 )
-                found.extend((record_type, r) for r in self.records(record_type, ids).values())
+                found.extend(
+                    (record_type, r) for r in self.records(record_type, ids, conn).values()
+                )
         return found
 
     def hydrate(self, refs: Sequence[dict[str, str]]) -> list[Item]:
