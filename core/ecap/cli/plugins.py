@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+from typing import Any
 
 import click
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from ..errors import PluginError, did_you_mean
 from ..interfaces import KIND_INTERFACES, REGISTRY_KIND
@@ -99,19 +103,47 @@ def show(name: str, kind: str | None, as_json: bool) -> None:
         f"({info.package} {info.version}, {info.cls.__module__}.{info.cls.__name__})"
     )
     if info.cls.__doc__:
-        console.print(info.cls.__doc__.strip())
+        console.print(inspect.cleandoc(info.cls.__doc__), markup=False, highlight=False)
+    fields = info.cls.Config.model_fields
+    order = _declared_order(info.cls.Config)
     rows = [
         {
             "field": field,
-            "type": prop.get("type", prop.get("anyOf", "")),
-            "default": prop.get("default", "(required)")
-            if field not in schema.get("required", [])
-            else "(required)",
+            "type": _type_name(prop),
+            "default": _default(fields[field]) if field in fields else "",
             "description": prop.get("description", ""),
         }
-        for field, prop in schema.get("properties", {}).items()
+        for field, prop in sorted(schema.get("properties", {}).items(), key=lambda kv: order[kv[0]])
     ]
     emit(rows, False, columns=["field", "type", "default", "description"])
+
+
+def _declared_order(config: type[BaseModel]) -> dict[str, int]:
+    """Fields in the order a reader wants them: the plugin's own first, inherited ones after."""
+    order: dict[str, int] = {}
+    for cls in config.__mro__:
+        for name in getattr(cls, "__annotations__", {}):
+            if name in config.model_fields:
+                order.setdefault(name, len(order))
+    return order
+
+
+def _type_name(prop: dict[str, Any]) -> str:
+    """A JSON-schema property's type in a word or two: ``string``, ``number | null``."""
+    options = prop.get("anyOf", [prop])
+    names = [o.get("type") or o.get("$ref", "object").rsplit("/", 1)[-1] for o in options]
+    return " | ".join(dict.fromkeys(str(n) for n in names))
+
+
+def _default(field: FieldInfo) -> str:
+    """What a field defaults to, short enough for a table cell."""
+    if field.is_required():
+        return "(required)"
+    if field.default_factory is None:
+        return json.dumps(field.default, default=str)
+    value = field.default_factory()  # type: ignore[call-arg]
+    text = json.dumps(value.model_dump() if isinstance(value, BaseModel) else value, default=str)
+    return text if len(text) <= 40 else "(built in; see --json)"
 
 
 @group.command()
