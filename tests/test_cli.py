@@ -150,3 +150,10 @@ def test_plugins_show_puts_the_plugins_own_fields_first_with_their_real_defaults
     assert table.index("│ model ") < table.index("│ max_concurrent")
     rubric = next(line for line in table.splitlines() if line.startswith("│ rubric "))
     assert "(required)" not in rubric and "built in" in rubric  # a default factory
+
+
+def test_db_current_reads_without_creating_a_store(tmp_path):
+    missing = tmp_path / "nothing-here.db"
+    output = invoke("db", "current", "--store", f"sqlite:///{missing}")
+    assert "store: none" in output and "ecap: 0002" in output
+    assert not missing.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .common import store_option, store_url
@@ -28,9 +30,14 @@ def upgrade(store_ref: str | None) -> None:
 @store_option
 def current(store_ref: str | None) -> None:
     """Print the store's schema revision and the one this ecap needs."""
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, make_url
 
     from ..store import migrate
 
-    engine = create_engine(store_url(store_ref))
+    url = make_url(store_url(store_ref))
+    file = url.database if url.get_backend_name() == "sqlite" else None
+    if file and file != ":memory:" and not Path(file).exists():  # connecting would create it
+        click.echo(f"store: none (no file {file})  ecap: {migrate.head_revision()}")
+        return
+    engine = create_engine(url)
     click.echo(f"store: {migrate.current_revision(engine)}  ecap: {migrate.head_revision()}")
