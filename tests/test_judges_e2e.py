@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ecap.store import Store
-from ecap.store.schema import ApiCall, InstructionRow, SampleFailure, VerdictRow
+from ecap.store.schema import ApiCall, InstructionRow, Run, SampleFailure, VerdictRow
 from ecap.testing import FakeLLMServer, LLMRequest, run_spec
 
 pytest.importorskip("google.genai")
@@ -305,3 +305,14 @@ def test_batch_mode_submits_once_waits_and_collects_at_half_price(
         assert meta["cost"] == pytest.approx(
             0.5 * (meta["tokens_in"] * 1.25 + meta["tokens_out"] * 10.0) / 1e6, abs=1e-8
         )
+
+
+def test_a_key_typed_into_the_spec_is_used_but_never_stored(workdir: Path) -> None:
+    with FakeLLMServer(scripted_judge, api_key="sk-typed-in-123") as server:
+        spec = write_spec(workdir, server, "openai", api_key="sk-typed-in-123")
+        assert run_spec(spec).status == "complete"
+        assert server.count() == PAIRS * AXES  # the server accepted the key
+    (spec_text,) = query(workdir, select(Run.spec_text))
+    assert "sk-typed-in-123" not in spec_text
+    assert '"api_key": ***' in spec_text
+    assert "sk-typed-in-123" not in "".join(str(r.meta) for r in verdicts(workdir))

@@ -77,3 +77,26 @@ def redact(data: Any, secret_paths: set[tuple[str, ...]], path: tuple[str, ...] 
     if isinstance(data, list):
         return [redact(v, secret_paths, (*path, str(i))) for i, v in enumerate(data)]
     return data
+
+
+# ``key: value`` in block or flow YAML; the value stops at a comment, a comma or a bracket.
+_YAML_PAIR = re.compile(
+    r"(?P<key>[\w.-]+)(?P<sep>[\"']?\s*:[ \t]+)"
+    r"(?P<value>\$\{[^}\n]*\}|\"[^\"\n]*\"|'[^'\n]*'|[^\s,{}\[\]#][^,{}\[\]#\n]*)"
+)
+
+
+def redact_text(text: str) -> str:
+    """Spec text safe to store: a literal value under a secret-looking key becomes ``***``.
+
+    ``${env:...}`` references are kept: they name the variable, not its value. Someone who typed a
+    key into a spec still gets a working run; the store never holds the key.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        value = match["value"].strip()
+        if not SECRET_NAME.search(match["key"]) or "${env:" in value or value in ('""', "''"):
+            return match[0]
+        return f"{match['key']}{match['sep']}{REDACTED}"
+
+    return _YAML_PAIR.sub(replace, text)

@@ -23,7 +23,7 @@ from typing import Any
 from . import __version__
 from .calls import CallLog
 from .errors import EcapError
-from .hashing import digest, redact, semantic_config
+from .hashing import digest, redact, redact_text, semantic_config
 from .interfaces import (
     AnnotationSource,
     Captioner,
@@ -96,7 +96,7 @@ class Runner:
         run_id = self.store.start_run(
             name=self.spec.name,
             spec_path=str(self.spec.path),
-            spec_text=self.spec.text,
+            spec_text=redact_text(self.spec.text),
             spec_hash=self.spec.text_hash,
             ecap_version=__version__,
             plugins=plugins,
