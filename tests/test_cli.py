@@ -36,7 +36,12 @@ def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its
     spec = str(quickstart / "spec.yaml")
     summary = json.loads(invoke("pipeline", "run", spec, "--json"))
     assert summary["status"] == "complete"
-    assert [(s["step"], s["done"]) for s in summary["steps"]] == [("pairs", 6), ("dataset", 6)]
+    assert [(s["step"], s["done"]) for s in summary["steps"]] == [
+        ("pairs", 6),
+        ("dataset", 6),
+        ("captions", 6),
+        ("captions_out", 6),
+    ]
 
     exported = [
         json.loads(line) for line in (quickstart / "out" / "pairs.jsonl").read_text().splitlines()
@@ -46,7 +51,11 @@ def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its
     made = node["generated_by"]
     assert (made["step_id"], made["plugin"], made["run_id"]) == ("pairs", "csv", summary["run"])
     assert node["record"]["meta"]["source_file"] == str(quickstart / "data" / "pairs.csv")
-    (instruction,) = [u for u in node["uses"] if u["type"] == "instruction"]
+    (instruction,) = [
+        u
+        for u in node["uses"]
+        if u["type"] == "instruction" and u["record"]["origin"] == "reference"
+    ]
     (dataset,) = instruction["uses"]
     assert dataset["record"]["uri"] == str(quickstart / "out" / "pairs.jsonl")
     assert dataset["generated_by"]["step_id"] == "dataset"
@@ -68,15 +77,19 @@ def test_a_second_run_is_served_from_the_store_and_plan_says_so_beforehand(quick
     assert [(r["step"], r["inputs"], r["to_run"]) for r in before] == [
         ("pairs", 6, 6),
         ("dataset", "?", "?"),
+        ("captions", "?", "?"),
+        ("captions_out", "?", "?"),
     ]
     invoke("pipeline", "run", spec, "--json")
     after = json.loads(invoke("pipeline", "plan", spec, "--json"))
     assert [(r["step"], r["cached"], r["to_run"]) for r in after] == [
         ("pairs", 6, 0),
         ("dataset", 6, 0),
+        ("captions", 6, 0),
+        ("captions_out", 6, 0),
     ]
     second = json.loads(invoke("pipeline", "run", spec, "--json"))
-    assert [s["status"] for s in second["steps"]] == ["cached", "cached"]
+    assert [s["status"] for s in second["steps"]] == ["cached"] * 4
 
     runs = json.loads(invoke("runs", "list", "--store", spec, "--json"))
     assert [r["status"] for r in runs] == ["complete", "complete"]

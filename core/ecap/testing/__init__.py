@@ -5,8 +5,11 @@
 - :class:`FakeLLMServer` (:mod:`ecap.testing.llm_server`): a local server speaking the Gemini and
   OpenAI REST protocols to their real SDKs, with scripted answers and injectable faults.
 - :func:`make_pairs`: tiny real PNG pairs and a CSV listing them (optionally corrupt ones).
+- :mod:`ecap.testing.tiny_vlm`: tiny random Qwen3-VL, Qwen2.5-VL and GLM-4.5V models with real
+  tokenizers and processors, saved for ``from_pretrained`` (``python -m ecap.testing.tiny_vlm``).
 - Fixtures (see :mod:`ecap.testing.pytest_plugin`): ``ecap_store`` (a temporary store),
-  ``ecap_registry`` (the installed plugins plus the fakes), ``ecap_pairs`` (pairs and their CSV), ``fake_llm_server``.
+  ``ecap_registry`` (the installed plugins plus the fakes), ``ecap_pairs`` (pairs and their CSV),
+  ``fake_llm_server``, ``tiny_vlm`` and ``tiny_qwen3_vl`` / ``tiny_qwen25_vl`` / ``tiny_glm45v``.
 """
 
 from .fakes import FakeAnnotator, FakeCaptioner, FakeFilter, FakeJudge, reset_fakes

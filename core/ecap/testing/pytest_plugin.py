@@ -7,11 +7,16 @@
 - ``fake_llm_server``: a :class:`~ecap.testing.llm_server.FakeLLMServer` on 127.0.0.1 speaking the
   Gemini and OpenAI protocols, with no latency and the default responder; set ``.responder`` or
   ``.latency`` and ``inject`` faults as the test needs. Stopped after the test.
+- ``tiny_vlm`` (session): builds tiny random VLMs of real architectures (see
+  :mod:`ecap.testing.tiny_vlm`), ``tiny_vlm("qwen3-vl")`` -> the model's folder, cached on disk;
+  ``tiny_qwen3_vl``, ``tiny_qwen25_vl`` and ``tiny_glm45v`` are those folders. Tests using them
+  are skipped, saying why, when the ``vlm`` extra (torch, transformers) is not installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib.util
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +58,30 @@ def ecap_pairs(tmp_path: Path) -> Path:
 def fake_llm_server() -> Iterator[FakeLLMServer]:
     with FakeLLMServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm() -> Callable[[str], Path]:
+    missing = [
+        m for m in ("torch", "transformers", "tokenizers") if not importlib.util.find_spec(m)
+    ]
+    if missing:
+        pytest.skip(f"tiny VLMs need {', '.join(missing)}: pip install 'editcaption[vlm]'")
+    from .tiny_vlm import build_tiny_vlm
+
+    return build_tiny_vlm
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl(tiny_vlm: Callable[[str], Path]) -> Path:
+    return tiny_vlm("qwen3-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen25_vl(tiny_vlm: Callable[[str], Path]) -> Path:
+    return tiny_vlm("qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_glm45v(tiny_vlm: Callable[[str], Path]) -> Path:
+    return tiny_vlm("glm4.5v")

@@ -1,0 +1,327 @@
+"""The ``transformers`` backend: any ``AutoModelForImageTextToText`` VLM in this process.
+
+Qwen3-VL, Qwen2.5-VL, GLM-4.1V/4.5V and other image-text-to-text models load through the same
+``from_pretrained`` path. Requests are generated in batches, left-padded; all ``n`` candidates of
+a request come from one ``generate`` call (``num_return_sequences``).
+
+Processors of video-capable families (Qwen-VL, GLM-V) need torchvision for their video part,
+which a CPU machine often lacks. When the stock processor cannot be loaded for that reason, the
+backend builds the same processor class without its video processor: images are handled
+identically, only video support is missing.
+
+Answers are decoded up to the first end-of-turn token with the special tokens kept, so that
+thinking blocks and GLM's box markers reach the caller's cleaning intact instead of being
+silently merged into the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ecap.errors import EcapError
+from ecap.interfaces import require, transport_field
+from ecap.records import SampleError
+
+from .base import (
+    BackendOptions,
+    Generation,
+    LocalBackend,
+    ModelIdentity,
+    Outcome,
+    VLMRequest,
+)
+from .identity import local_folder
+
+EXTRA = "vlm"
+PLUGIN = "vlm (transformers backend)"
+
+
+class TransformersOptions(BackendOptions):
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="weights' dtype; auto keeps the checkpoint's"
+    )
+    min_pixels: int | None = Field(
+        None, ge=1, description="the processor's smallest image budget, in pixels"
+    )
+    max_pixels: int | None = Field(
+        None, ge=1, description="the processor's largest image budget, in pixels"
+    )
+    processor: str | None = Field(
+        None, description="load the processor from here instead (a checkpoint without one)"
+    )
+    device_map: str | dict[str, Any] | None = transport_field(
+        "auto", description="where to put the weights: auto, cpu, cuda, cuda:1 or a map"
+    )
+    attn_implementation: str | None = transport_field(
+        None, description="e.g. sdpa or flash_attention_2 (default: transformers' choice)"
+    )
+    trust_remote_code: bool = transport_field(False, description="run code shipped with a model")
+
+
+class TransformersBackend(LocalBackend):
+    name = "transformers"
+    Options = TransformersOptions
+    options: TransformersOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._model: Any = None
+        self._processor: Any = None
+        self._commit: str | None = None
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> str:
+        """Where ``from_pretrained`` reads from: a local folder, or the hub id."""
+        folder = local_folder(self.model, self.context.base_dir)
+        return str(folder) if folder else self.model
+
+    def load(self) -> tuple[Any, Any]:
+        """The model and processor, loaded on first use."""
+        if self._model is None:
+            torch = require("torch", EXTRA, PLUGIN)
+            transformers = require("transformers", EXTRA, PLUGIN)
+            options = self.options
+            kwargs: dict[str, Any] = {
+                "revision": self.revision,
+                "trust_remote_code": options.trust_remote_code,
+                "dtype": options.dtype
+                if options.dtype == "auto"
+                else getattr(torch, options.dtype),
+            }
+            if options.device_map is not None:
+                kwargs["device_map"] = options.device_map
+            if options.attn_implementation:
+                kwargs["attn_implementation"] = options.attn_implementation
+            transformers.utils.logging.disable_progress_bar()  # ecap shows its own progress
+            try:
+                model = transformers.AutoModelForImageTextToText.from_pretrained(
+                    self.source, **{k: v for k, v in kwargs.items() if v is not None}
+                )
+            except OSError as exc:
+                raise EcapError(f"cannot load model {self.model!r}: {exc}") from exc
+            model.eval()
+            self._processor = self._load_processor(transformers)
+            self._model = model
+            self._commit = getattr(model.config, "_commit_hash", None)
+        return self._model, self._processor
+
+    def _load_processor(self, transformers: Any) -> Any:
+        source = self.options.processor or self.source
+        revision = None if self.options.processor else self.revision
+        kwargs: dict[str, Any] = {"trust_remote_code": self.options.trust_remote_code}
+        if revision:
+            kwargs["revision"] = revision
+        try:
+            processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
+        except (ImportError, OSError, AttributeError, ValueError) as exc:
+            if "video" not in str(exc).lower() and "torchvision" not in str(exc).lower():
+                raise
+            processor = _image_only_processor(transformers, source, kwargs)
+        if not hasattr(processor, "image_processor"):
+            # A folder naming a processor class transformers cannot build returns a tokenizer.
+            processor = _image_only_processor(transformers, source, kwargs)
+        processor.tokenizer.padding_side = "left"
+        size = dict(getattr(processor.image_processor, "size", None) or {})
+        if self.options.min_pixels:
+            size["shortest_edge"] = self.options.min_pixels
+        if self.options.max_pixels:
+            size["longest_edge"] = self.options.max_pixels
+        if size:
+            processor.image_processor.size = size
+        return processor
+
+    def identity(self) -> ModelIdentity:
+        """As configured, plus the hub commit once the weights are loaded."""
+        configured = self.cache_identity()
+        if self._commit and not configured.content_hash:
+            return ModelIdentity(name=configured.name, revision=self._commit)
+        return configured
+
+    def close(self) -> None:
+        self._model = self._processor = None
+        torch = _torch_if_loaded()
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        if not super().is_out_of_memory(exc):
+            return False
+        torch = _torch_if_loaded()
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return True
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate_batch(self, requests: Sequence[VLMRequest]) -> list[Outcome]:
+        outcomes: dict[int, Outcome] = {}
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            signature = json.dumps(
+                [request.sampling.model_dump(), request.n, dict(request.template_kwargs)],
+                sort_keys=True,
+            )
+            groups.setdefault(signature, []).append(index)
+        for indices in groups.values():
+            group = [requests[i] for i in indices]
+            prepared: list[tuple[int, list[dict[str, Any]]]] = []
+            for index, request in zip(indices, group, strict=True):
+                try:
+                    prepared.append((index, _conversation(request)))
+                except Exception as exc:  # an image that cannot be decoded fails alone
+                    outcomes[index] = SampleError.from_exception(exc)
+            if prepared:
+                texts = self._generate([c for _, c in prepared], group[0])
+                for (index, _), generation in zip(prepared, texts, strict=True):
+                    outcomes[index] = generation
+        return [outcomes[i] for i in range(len(requests))]
+
+    def _generate(
+        self, conversations: list[list[dict[str, Any]]], like: VLMRequest
+    ) -> list[Outcome]:
+        torch = require("torch", EXTRA, PLUGIN)
+        model, processor = self.load()
+        inputs = processor.apply_chat_template(
+            conversations,
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs={"padding": True},
+            **dict(like.template_kwargs),
+        )
+        inputs = inputs.to(model.device)
+        sampling = like.sampling
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "num_return_sequences": like.n,
+            "do_sample": not sampling.greedy,
+        }
+        if not sampling.greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
+            if sampling.top_k:
+                kwargs["top_k"] = sampling.top_k
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        if sampling.repetition_penalty:
+            kwargs["repetition_penalty"] = sampling.repetition_penalty
+        with torch.inference_mode():
+            output = model.generate(**inputs, **kwargs)
+        prompt_length = inputs["input_ids"].shape[1]
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        stops = _stop_ids(model, processor)
+        generations: list[Outcome] = []
+        for row in range(len(conversations)):
+            texts, produced = [], 0
+            for candidate in range(like.n):
+                ids = output[row * like.n + candidate, prompt_length:].tolist()
+                ids = _until_stop(ids, stops)
+                produced += len(ids)
+                texts.append(processor.tokenizer.decode(ids, skip_special_tokens=False))
+            generations.append(
+                Generation(
+                    texts=tuple(texts),
+                    tokens_in=int(prompt_tokens[row]),
+                    tokens_out=produced,
+                )
+            )
+        return generations
+
+
+def _conversation(request: VLMRequest) -> list[dict[str, Any]]:
+    """The shared message layout, with each image part turned into a decoded image, in order."""
+    images = iter((request.source.pil(), request.target.pil()))
+    messages = []
+    for message in request.messages():
+        content = message["content"]
+        if isinstance(content, list):
+            content = [
+                {"type": "image", "image": next(images)}
+                if part["type"] == "image_url"
+                else {"type": "text", "text": part["text"]}
+                for part in content
+            ]
+        else:
+            content = [{"type": "text", "text": content}]
+        messages.append({"role": message["role"], "content": content})
+    return messages
+
+
+def _stop_ids(model: Any, processor: Any) -> set[int]:
+    """End-of-turn and padding ids: where an answer ends."""
+    stops: set[int] = set()
+    for value in (
+        model.generation_config.eos_token_id,
+        model.generation_config.pad_token_id,
+        processor.tokenizer.eos_token_id,
+        processor.tokenizer.pad_token_id,
+    ):
+        if isinstance(value, int):
+            stops.add(value)
+        elif isinstance(value, list | tuple):
+            stops.update(int(v) for v in value)
+    return stops
+
+
+def _until_stop(ids: list[int], stops: set[int]) -> list[int]:
+    for position, token in enumerate(ids):
+        if token in stops:
+            return ids[:position]
+    return ids
+
+
+def _image_only_processor(transformers: Any, source: str, kwargs: dict[str, Any]) -> Any:
+    """The folder's processor class, built from its tokenizer and image processor alone."""
+    name = _processor_class(transformers, source, kwargs)
+    stock = getattr(transformers, name, None)
+    if stock is None:
+        raise EcapError(f"{source}: transformers has no processor class {name!r}")
+
+    class ImageOnly(stock):  # type: ignore[misc, valid-type]
+        def __init__(self, image_processor: Any = None, tokenizer: Any = None, **extra: Any):
+            extra.pop("video_processor", None)
+            super().__init__(
+                image_processor=image_processor, tokenizer=tokenizer, video_processor=None, **extra
+            )
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(source, **kwargs)
+    return ImageOnly(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _processor_class(transformers: Any, source: str, kwargs: dict[str, Any]) -> str:
+    """The processor class a checkpoint names (``processor_config.json``, else the
+    tokenizer's config), else the one registered for its model type."""
+    folder = Path(source)
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.is_file():
+            found = json.loads(path.read_text()).get("processor_class")
+            if found:
+                return str(found)
+    config = transformers.AutoConfig.from_pretrained(source, **kwargs)
+    mapping = transformers.models.auto.processing_auto.PROCESSOR_MAPPING_NAMES
+    found = mapping.get(config.model_type)
+    if not found:
+        raise EcapError(f"{source}: cannot tell which processor model type {config.model_type!r}")
+    return str(found)
+
+
+def _torch_if_loaded() -> Any:
+    import sys
+
+    return sys.modules.get("torch")
+
+
+__all__ = ["TransformersBackend", "TransformersOptions"]

@@ -1,0 +1,223 @@
+"""The ``vlm`` captioner: any VLM on any backend writes editing instructions for pairs.
+
+For each pair it prepares both images (see :mod:`ecap_vlm.images`), renders the prompt template,
+asks the backend for ``n`` answers, cleans each (:mod:`ecap_vlm.cleaning`) and returns them as
+candidate instructions whose ``author`` names the exact weights (:class:`ModelIdentity`). A pair
+whose image cannot be read, whose request fails, or any of whose answers is unusable fails alone,
+with the reason; an unusable answer is also struck from the call log, so the next run asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+
+from ecap.errors import EcapError
+from ecap.images import ImageReadError
+from ecap.interfaces import Captioner, PluginConfig, PluginContext
+from ecap.records import Instruction, Item, SampleError
+
+from .backends import BACKENDS, make_backend, validate_options
+from .backends.base import BackendOptions, Generation, Sampling, VLMBackend, VLMRequest
+from .cleaning import UnusableAnswer, clean_answer
+from .images import ImageProblem, prepare_image
+from .prompts import DEFAULT_PROMPT, check_template, render
+
+
+class VLMCaptionerConfig(PluginConfig):
+    model: str = Field(
+        description="hub id, local folder (relative to the spec) or the API's model name"
+    )
+    revision: str | None = Field(
+        None, description="hub revision; pin a commit so the cache key names exact weights"
+    )
+    backend: str = Field(
+        "transformers", description=f"where the model runs: {', '.join(sorted(BACKENDS))}"
+    )
+    options: SerializeAsAny[BackendOptions] = Field(
+        default_factory=BackendOptions,
+        validate_default=True,
+        description="the backend's own settings (see docs/captioners.md for each backend)",
+    )
+    prompt: str = Field(DEFAULT_PROMPT, description="instruction prompt template")
+    system: str | None = Field(None, description="system prompt, if any")
+    source_label: str | None = Field("Source image:", description="text before the source")
+    target_label: str | None = Field("Target image:", description="text before the target")
+    sampling: Sampling = Field(default_factory=Sampling, description="decoding parameters")
+    n: int = Field(1, ge=1, le=64, description="candidate instructions per pair")
+    template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="chat-template arguments, e.g. {enable_thinking: false}"
+    )
+    max_image_pixels: int = Field(
+        1_048_576, ge=1, description="larger images are scaled down to this many pixels first"
+    )
+    max_input_pixels: int = Field(
+        64_000_000, ge=1, description="larger images fail their pair instead"
+    )
+    max_answer_chars: int = Field(2000, ge=1, description="longer answers fail their pair")
+    strip_thinking: bool = Field(True, description="drop <think>...</think> before the answer")
+    strip_box_tokens: bool = Field(True, description="drop <|begin_of_box|> markers")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; choose one of {sorted(BACKENDS)}")
+        return value
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _backend_options(cls, value: Any, info: ValidationInfo) -> Any:
+        backend = info.data.get("backend")
+        if backend is None:  # the backend itself was invalid; that error is reported
+            return BackendOptions()
+        if value is None:
+            value = {}
+        try:
+            return validate_options(backend, value)
+        except EcapError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value)
+
+    @model_validator(mode="after")
+    def _candidates_differ(self) -> VLMCaptionerConfig:
+        if self.n > 1 and self.sampling.greedy:
+            raise ValueError(
+                f"n={self.n} candidates need sampling.temperature > 0: greedy decoding would "
+                "write the same instruction n times"
+            )
+        return self
+
+
+class VLMCaptioner(Captioner):
+    """Any model on any backend (``backend:``)."""
+
+    Config = VLMCaptionerConfig
+    config: VLMCaptionerConfig
+    revision = "1"
+
+    def __init__(self, config: VLMCaptionerConfig, context: PluginContext) -> None:
+        super().__init__(config, context)
+        self._backend: VLMBackend | None = None
+
+    @property
+    def backend(self) -> VLMBackend:
+        if self._backend is None:
+            self._backend = make_backend(
+                self.config.backend,
+                model=self.config.model,
+                revision=self.config.revision,
+                options=self.config.options,
+                context=self.context,
+            )
+        return self._backend
+
+    def fingerprint(self) -> str | None:
+        """The weights as configured: a local folder's content hash changes the key."""
+        return self.backend.cache_identity().content_hash
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """Chat-template arguments sent with every request."""
+        return dict(self.config.template_kwargs)
+
+    def request_for(self, item: Item) -> VLMRequest:
+        pair, config = item.pair, self.config
+        images = [
+            prepare_image(
+                ref, max_pixels=config.max_image_pixels, max_input_pixels=config.max_input_pixels
+            )
+            for ref in (pair.source, pair.target)
+        ]
+        return VLMRequest(
+            prompt=render(config.prompt, pair),
+            source=images[0],
+            target=images[1],
+            sampling=config.sampling,
+            n=config.n,
+            system=config.system,
+            source_label=config.source_label,
+            target_label=config.target_label,
+            template_kwargs=self.template_kwargs(),
+        )
+
+    def _prepare(self, batch: Sequence[Item]) -> list[VLMRequest | SampleError]:
+        prepared: list[VLMRequest | SampleError] = []
+        for item in batch:
+            try:
+                prepared.append(self.request_for(item))
+            except (ImageProblem, ImageReadError) as exc:
+                prepared.append(SampleError(error_type="ImageError", message=str(exc)))
+        return prepared
+
+    async def acaption(self, batch: Sequence[Item]) -> list[list[Instruction] | SampleError]:
+        prepared = await asyncio.to_thread(self._prepare, batch)
+        requests = [p for p in prepared if isinstance(p, VLMRequest)]
+        outcomes = iter(await self.backend.generate(requests) if requests else [])
+        results: list[list[Instruction] | SampleError] = []
+        for item, request in zip(batch, prepared, strict=True):
+            if isinstance(request, SampleError):
+                results.append(request)
+                continue
+            outcome = next(outcomes)
+            if isinstance(outcome, SampleError):
+                results.append(outcome)
+            else:
+                results.append(self._instructions(item, outcome))
+        return results
+
+    def _instructions(self, item: Item, generation: Generation) -> list[Instruction] | SampleError:
+        config = self.config
+        if len(generation.texts) != config.n:
+            return SampleError(
+                error_type="BackendError",
+                message=f"asked for {config.n} answers, got {len(generation.texts)}",
+            )
+        identity = self.backend.identity()
+        instructions = []
+        for candidate, raw in enumerate(generation.texts):
+            try:
+                cleaned = clean_answer(
+                    raw,
+                    strip_thinking=config.strip_thinking,
+                    strip_box_tokens=config.strip_box_tokens,
+                    max_chars=config.max_answer_chars,
+                )
+            except UnusableAnswer as exc:
+                self.backend.discard(generation, candidate, str(exc))
+                label = f"candidate {candidate}: " if config.n > 1 else ""
+                return SampleError(error_type=exc.kind, message=label + str(exc))
+            meta: dict[str, Any] = {
+                "backend": config.backend,
+                "model": identity.as_dict(),
+                "tokens_in": generation.tokens_in,
+                "tokens_out": generation.tokens_out,
+                **generation.meta,
+            }
+            if cleaned.text != raw:
+                meta["raw"] = raw
+            instructions.append(
+                Instruction(
+                    pair_id=item.pair.id,
+                    text=cleaned.text,
+                    origin="model",
+                    author=identity.label(),
+                    candidate=candidate,
+                    meta=meta,
+                )
+            )
+        return instructions
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+
+__all__ = ["VLMCaptioner", "VLMCaptionerConfig"]

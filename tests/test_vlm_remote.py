@@ -1,0 +1,356 @@
+"""Captioning over HTTP, end to end: spec, runner, real SDK, local fake server, store.
+
+The fake server (``ecap.testing.FakeLLMServer``) speaks the OpenAI and Gemini protocols. Its
+scripted captioner answers from what each request carries (which target image it saw), so a
+caption stored for the wrong pair, or twice, would show. Calls are counted at the server: the only
+honest way to show that a finished call was not paid for again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ecap.store import Store
+from ecap.store.schema import ApiCall, InstructionRow, SampleFailure
+from ecap.testing import FakeLLMServer, LLMRequest, run_spec
+
+pytest.importorskip("openai")
+pytest.importorskip("google.genai")
+
+REPO = Path(__file__).resolve().parent.parent
+PAIRS = 6
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-fake")
+    shutil.copytree(REPO / "examples" / "quickstart" / "data", tmp_path / "data")
+    return tmp_path
+
+
+def targets(workdir: Path) -> dict[str, str]:
+    """sha256 of each target image's bytes -> the image's name."""
+    return {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p.name.removesuffix("-target.png")
+        for p in (workdir / "data" / "images").glob("*-target.png")
+    }
+
+
+def pair_name(request: LLMRequest) -> str:
+    return TARGETS[hashlib.sha256(request.images[1]).hexdigest()]
+
+
+def captioner(request: LLMRequest) -> str:
+    """Names the target it saw: a caption stored under another pair would give itself away."""
+    return f"Edit the picture as in {pair_name(request)}."
+
+
+TARGETS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def known_targets(workdir: Path) -> None:
+    TARGETS.clear()
+    TARGETS.update(targets(workdir))
+
+
+def write_spec(
+    folder: Path,
+    server: FakeLLMServer,
+    *,
+    plugin: str = "vlm",
+    backend: str = "openai-compatible",
+    options: dict[str, Any] | None = None,
+    **config: Any,
+) -> Path:
+    settings: dict[str, Any] = {
+        "base_url": server.url if backend == "gemini" else server.openai_base_url,
+        "api_key": "${env:FAKE_LLM_KEY}",
+        "backoff": 0.01,
+        "max_backoff": 0.05,
+        **(options or {}),
+    }
+    step: dict[str, Any] = {"backend": backend, "options": settings, **config}
+    if plugin == "vlm":
+        step.setdefault("model", "tiny-captioner")
+    spec = {
+        "name": "remote-captions",
+        "store": f"sqlite:///{folder / 'ecap.db'}",
+        "steps": {
+            "pairs": {"source": "csv", "with": {"path": "data/pairs.csv"}},
+            "captions": {"caption": plugin, "from": "pairs", "with": step},
+        },
+    }
+    path = folder / "spec.yaml"
+    path.write_text(json.dumps(spec, indent=1))  # JSON is YAML
+    return path
+
+
+def query(folder: Path, statement: Any) -> list[Any]:
+    store = Store(f"sqlite:///{folder / 'ecap.db'}")
+    try:
+        with Session(store.engine) as session:
+            return list(session.scalars(statement))
+    finally:
+        store.close()
+
+
+def captions(folder: Path) -> list[InstructionRow]:
+    return query(folder, select(InstructionRow).where(InstructionRow.origin == "model"))
+
+
+def api_calls(folder: Path, status: str) -> int:
+    return int(query(folder, select(func.count()).where(ApiCall.status == status))[0])
+
+
+def assert_each_pair_captioned_once(folder: Path) -> None:
+    rows = captions(folder)
+    assert len(rows) == PAIRS
+    assert len({row.pair_id for row in rows}) == PAIRS
+    assert sorted(row.text for row in rows) == sorted(
+        f"Edit the picture as in {name}." for name in TARGETS.values()
+    )
+
+
+def test_the_request_carries_both_images_in_order_the_prompt_and_the_sampling(
+    workdir: Path,
+) -> None:
+    with FakeLLMServer(captioner) as server:
+        spec = write_spec(
+            workdir,
+            server,
+            sampling={"max_new_tokens": 64, "temperature": 0.2, "top_p": 0.9, "seed": 5},
+            prompt="Say how {category} changed.",
+        )
+        assert run_spec(spec).status == "complete"
+        calls = list(server.calls)
+
+    assert len(calls) == PAIRS
+    images = workdir / "data" / "images"
+    for call in calls:
+        name = pair_name(call)
+        source, target = (images / f"{name}-{side}.png" for side in ("source", "target"))
+        body = call.body
+        (message,) = body["messages"]
+        assert message["role"] == "user"
+        assert [p["type"] for p in message["content"]] == [
+            "text",
+            "image_url",
+            "text",
+            "image_url",
+            "text",
+        ]
+        assert message["content"][0]["text"] == "Source image:"
+        assert message["content"][2]["text"] == "Target image:"
+        assert message["content"][4]["text"].startswith("Say how ")
+        for part, path in ((message["content"][1], source), (message["content"][3], target)):
+            header, _, data = part["image_url"]["url"].partition(",")
+            assert header == "data:image/png;base64"
+            assert base64.b64decode(data) == path.read_bytes()
+        assert call.images == (source.read_bytes(), target.read_bytes())
+        assert {k: body[k] for k in ("model", "max_tokens", "temperature", "top_p", "seed")} == {
+            "model": "tiny-captioner",
+            "max_tokens": 64,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "seed": 5,
+        }
+        assert "top_k" not in body and "chat_template_kwargs" not in body
+    categories = {c.texts[-1] for c in calls}
+    assert "Say how attribute changed." in categories
+
+    rows = captions(workdir)
+    assert all(row.author == "tiny-captioner" for row in rows)
+    assert all(row.meta["backend"] == "openai-compatible" for row in rows)
+    assert all(row.meta["served_model"] == "tiny-captioner" for row in rows)
+
+
+def test_rate_limits_server_errors_drops_and_timeouts_lose_and_duplicate_nothing(
+    workdir: Path,
+) -> None:
+    with FakeLLMServer(captioner) as server:
+        server.inject(429, retry_after=0.2)
+        server.inject(503)
+        server.inject(500)
+        server.inject("disconnect")
+        server.inject("truncated")
+        server.inject("slow", seconds=3)
+        spec = write_spec(workdir, server, options={"timeout": 0.5, "max_concurrent_calls": 2})
+        started = time.monotonic()
+        result = run_spec(spec)
+        elapsed = time.monotonic() - started
+        assert not server.pending_faults
+        assert server.fault_count() == 6
+
+    assert result.status == "complete"
+    assert query(workdir, select(SampleFailure)) == []
+    assert_each_pair_captioned_once(workdir)
+    assert api_calls(workdir, "ok") == PAIRS
+    assert elapsed >= 0.2, "the 429's Retry-After was waited for"
+
+
+def test_a_killed_step_resumes_without_resending_finished_calls(workdir: Path) -> None:
+    with FakeLLMServer(captioner, latency=0.3) as server:
+        spec = write_spec(workdir, server, options={"max_concurrent_calls": 1})
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ecap.cli", "pipeline", "run", str(spec), "--no-progress"],
+            env={**os.environ, "FAKE_LLM_KEY": "sk-fake"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while server.count() < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+        logged = api_calls(workdir, "ok")
+        assert 2 <= logged < PAIRS, "killed half-way, with answers logged"
+        assert captions(workdir) == [], "the batch had not been committed"
+        before = server.count()
+        assert run_spec(spec).status == "complete"
+        resent = server.count() - before
+
+    assert resent == PAIRS - logged, "exactly the calls without a logged answer were sent"
+    assert_each_pair_captioned_once(workdir)
+
+
+def test_unusable_answers_fail_their_pair_and_are_asked_again_next_run(workdir: Path) -> None:
+    bad = {
+        "add-box": "",
+        "add-tree": "<think>The tree appears on the left, so I should say that the",
+        "night": "Make it night. " * 400,
+    }
+
+    def flaky(request: LLMRequest) -> str:
+        return bad.get(pair_name(request), captioner(request))
+
+    with FakeLLMServer(flaky) as server:
+        spec = write_spec(workdir, server)
+        result = run_spec(spec, max_error_rate=1.0)
+        assert result.steps["captions"].counts == {
+            "inputs": PAIRS,
+            "cached": 0,
+            "done": PAIRS - 3,
+            "failed": 3,
+            "pending": 0,
+        }
+        kinds = sorted(f.error_type for f in query(workdir, select(SampleFailure)))
+        assert kinds == ["AnswerTooLong", "EmptyAnswer", "ThinkingOnly"]
+        assert api_calls(workdir, "error") == 3, "unusable answers are never served again"
+
+        bad.clear()
+        before = server.count()
+        assert run_spec(spec).status == "complete"
+        assert server.count() - before == 3, "only the failed pairs were asked again"
+
+    assert_each_pair_captioned_once(workdir)
+
+
+def test_n_candidates_are_separate_calls_with_their_own_seeds(workdir: Path) -> None:
+    def sampled(request: LLMRequest) -> str:
+        return f"{captioner(request)} (seed {request.body['seed']})"
+
+    with FakeLLMServer(sampled) as server:
+        spec = write_spec(workdir, server, n=3, sampling={"temperature": 0.8, "seed": 10})
+        assert run_spec(spec).status == "complete"
+        assert server.count() == 3 * PAIRS
+        assert sorted({c.body["seed"] for c in server.calls}) == [10, 11, 12]
+
+    rows = captions(workdir)
+    assert len(rows) == 3 * PAIRS
+    for row in rows:
+        assert row.text.endswith(f"(seed {10 + row.candidate})")
+
+
+def test_glm_strips_thinking_and_box_markers_and_switches_thinking_per_server(
+    workdir: Path,
+) -> None:
+    def glm(request: LLMRequest) -> str:
+        answer = captioner(request)
+        return f"<think>Compare the two.</think><|begin_of_box|>{answer}<|end_of_box|>"
+
+    with FakeLLMServer(glm) as server:
+        spec = write_spec(workdir, server, plugin="glm", sampling={"max_new_tokens": 300})
+        assert run_spec(spec).status == "complete"
+        (body, *_) = [c.body for c in server.calls]
+        # A self-hosted server (here 127.0.0.1) gets the chat-template argument ...
+        assert body["model"] == "glm-4.5v"
+        assert body["chat_template_kwargs"] == {"enable_thinking": False}
+        assert "thinking" not in body
+        assert_each_pair_captioned_once(workdir)
+        row = captions(workdir)[0]
+        assert row.meta["raw"].startswith("<think>Compare the two.</think><|begin_of_box|>")
+
+        server.reset()
+        other = workdir / "api"
+        shutil.copytree(workdir / "data", other / "data")
+        spec = write_spec(other, server, plugin="glm", thinking_control="api", thinking=True)
+        assert run_spec(spec).status == "complete"
+        body = server.calls[0].body
+        # ... and Zhipu's API its own request field.
+        assert body["thinking"] == {"type": "enabled"}
+        assert "chat_template_kwargs" not in body
+
+
+def test_reasoning_returned_apart_is_kept_out_of_the_answer() -> None:
+    from ecap_vlm.backends.openai_compat import _reply
+    from ecap_vlm.cleaning import UnusableAnswer, clean_answer
+
+    def body(content: str | None, reasoning: str | None) -> dict[str, Any]:
+        message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+        return {"model": "glm-4.5v", "choices": [{"message": message, "finish_reason": "stop"}]}
+
+    reply = _reply(body("Add a red kite in the sky.", "A kite appears top left."))
+    cleaned = clean_answer(reply.text)
+    assert (cleaned.text, cleaned.reasoning) == (
+        "Add a red kite in the sky.",
+        "A kite appears top left.",
+    )
+    with pytest.raises(UnusableAnswer) as only_thinking:
+        clean_answer(_reply(body(None, "Still comparing the two images")).text)
+    assert only_thinking.value.kind == "ThinkingOnly"
+
+
+def test_gemini_gets_the_same_content_natively(workdir: Path) -> None:
+    with FakeLLMServer(captioner) as server:
+        spec = write_spec(
+            workdir,
+            server,
+            backend="gemini",
+            model="gemini-3-pro-preview",
+            system="You write image-editing instructions.",
+            sampling={"max_new_tokens": 128, "temperature": 0.0, "seed": 3},
+            options={"thinking_level": "low"},
+        )
+        assert run_spec(spec).status == "complete"
+        calls = list(server.calls)
+
+    assert {c.provider for c in calls} == {"gemini"}
+    images = workdir / "data" / "images"
+    for call in calls:
+        name = pair_name(call)
+        assert call.images == tuple(
+            (images / f"{name}-{side}.png").read_bytes() for side in ("source", "target")
+        )
+        assert call.texts[:2] == ("Source image:", "Target image:")
+        assert call.system == "You write image-editing instructions."
+        config = call.body["generationConfig"]
+        assert (config["maxOutputTokens"], config["temperature"], config["seed"]) == (128, 0.0, 3)
+        assert list(config["thinkingConfig"].values()) == ["LOW"]  # the SDK's own casing
+    assert_each_pair_captioned_once(workdir)
+    assert all(row.author == "gemini-3-pro-preview" for row in captions(workdir))
