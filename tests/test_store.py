@@ -82,6 +82,25 @@ def test_records_round_trip_and_pairs_are_deduplicated(store_url):
     assert len(query(store, record_type="pair")) == 1
 
 
+def test_a_record_saved_again_keeps_its_lineage_edges_once(store_url):
+    """A later batch or step that hands on a record the store already holds (a preference's
+    chosen instruction, a re-imported annotation) adds no second copy of its edges."""
+    store = Store(store_url)
+    step_run = started(store)
+    pair = a_pair(3)
+    instruction = Instruction(pair_id=pair.id, text="Add a tree.", origin="model")
+    for key in ("k1", "k2"):
+        refs = Item(pair=pair, instruction=instruction).refs()
+        store.save_batch(
+            step_run, "ecap1:step", "pairs", [Finished(key, key, [refs])], [], [pair, instruction]
+        )
+    with store.engine.connect() as conn:
+        edges = conn.execute(
+            text("SELECT verb, dst_type FROM edges WHERE src_id = :id"), {"id": instruction.id}
+        ).all()
+    assert [tuple(e) for e in edges] == [("wasDerivedFrom", "pair")]
+
+
 def test_failures_are_recorded_per_sample(store_url):
     store = Store(store_url)
     step_run = started(store)

@@ -263,27 +263,44 @@ class Store:
         new_records: Iterable[Record],
         extra_edges: Iterable[dict[str, Any]] = (),
     ) -> None:
-        """Commit finished samples, the records they produced, their edges and any failures."""
+        """Commit finished samples, the records they produced, their edges and any failures.
+
+        A record already in the store (a pair imported again, an instruction another step or
+        batch wrote first) keeps its first row and its edges; only new records add edges, so
+        lineage never holds the same edge twice.
+        """
         now = utcnow()
-        rows_by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        edges = list(extra_edges)
+        by_type: dict[str, dict[str, Record]] = defaultdict(dict)
         for record in new_records:
-            rows_by_type[record.record_type].append(record_row(record, step_run_id, now))
-            edges.extend(
-                {
-                    "src_type": record.record_type,
-                    "src_id": record.id,
-                    "verb": e.verb,
-                    "dst_type": e.target_type,
-                    "dst_id": e.target_id,
-                    "step_run_id": step_run_id,
-                }
-                for e in record.lineage()
-            )
+            by_type[record.record_type].setdefault(record.id, record)
+        edges = list(extra_edges)
         with self.engine.begin() as conn:
-            for record_type, rows in rows_by_type.items():
-                table = RECORD_TABLES[record_type].__table__  # type: ignore[attr-defined]
-                conn.execute(self._insert_ignoring_duplicates(table), rows)
+            for record_type, records in by_type.items():
+                table = RECORD_TABLES[record_type]
+                known: set[str] = set()
+                for chunk in _chunks(list(records)):
+                    known.update(
+                        conn.execute(select(table.id).where(table.id.in_(chunk))).scalars()
+                    )
+                fresh = [r for record_id, r in records.items() if record_id not in known]
+                if not fresh:
+                    continue
+                conn.execute(
+                    self._insert_ignoring_duplicates(table.__table__),  # type: ignore[attr-defined]
+                    [record_row(r, step_run_id, now) for r in fresh],
+                )
+                edges.extend(
+                    {
+                        "src_type": r.record_type,
+                        "src_id": r.id,
+                        "verb": e.verb,
+                        "dst_type": e.target_type,
+                        "dst_id": e.target_id,
+                        "step_run_id": step_run_id,
+                    }
+                    for r in fresh
+                    for e in r.lineage()
+                )
             if edges:
                 conn.execute(insert(Edge), edges)
             if finished:
