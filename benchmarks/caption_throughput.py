@@ -8,7 +8,8 @@ Run from the repository root (needs the ``vlm`` extra; ``vllm`` is measured when
     python benchmarks/caption_throughput.py --device cuda --model /models/Qwen3-VL-8B-Instruct
 
 Every backend captions the same ``--pairs`` synthetic pairs (two ``--image-size`` px images each)
-with the default captioning prompt, greedy, exactly ``--new-tokens`` new tokens. Timed, in one
+with the default captioning prompt, greedy, at most ``--new-tokens`` new tokens (answers cut off
+there are kept, not failed: ``keep_truncated``). Timed, in one
 process and one run:
 
 1. the baseline, *transformers one pair at a time*: ``apply_chat_template`` + ``generate`` for
@@ -193,6 +194,7 @@ def captioner(backend: str, model: str, args: argparse.Namespace, options: dict[
         options=options,
         sampling={"max_new_tokens": args.new_tokens},
         max_answer_chars=10**6,
+        keep_truncated=True,  # random weights never stop: every answer is cut off
     )
     work = Path(args.work_dir)
     return VLMCaptioner(config, PluginContext(step_id="bench", base_dir=work, work_dir=work))
@@ -219,7 +221,7 @@ def time_baseline(plugin: Any, items: list[Item], new_tokens: int) -> tuple[floa
     """transformers, one pair at a time, on the backend's own model and processor."""
     import torch
 
-    from ecap_vlm.backends.transformers import _conversation
+    from ecap_vlm.backends.transformers import conversation
 
     backend = plugin.backend
     model, processor = backend.load()
@@ -227,7 +229,7 @@ def time_baseline(plugin: Any, items: list[Item], new_tokens: int) -> tuple[floa
 
     def one(request: Any) -> int:
         inputs = processor.apply_chat_template(
-            _conversation(request),
+            conversation(request),
             tokenize=True,
             add_generation_prompt=True,
             return_dict=True,
@@ -255,12 +257,22 @@ def release(plugin: Any) -> None:
         pass
 
 
+def image_size(text: str) -> int:
+    """``--image-size``: the synthetic shapes need room (radii from 8 px to a quarter side)."""
+    size = int(text)
+    if size < 36:
+        raise argparse.ArgumentTypeError(f"{size} is too small: the pairs need at least 36 px")
+    return size
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--model", help="folder, hub id, or a Qwen3-VL size (2B, 4B, 8B, 32B)")
     parser.add_argument("--pairs", type=int, default=None, help="default: 24 on CPU, 512 on GPU")
-    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument(
+        "--image-size", type=image_size, default=512, help="pixels per side, at least 36"
+    )
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=None, help="default: 8 CPU, 64 GPU")
     parser.add_argument(

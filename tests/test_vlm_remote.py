@@ -24,9 +24,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ecap.records import SampleError
 from ecap.store import Store
 from ecap.store.schema import ApiCall, InstructionRow, SampleFailure
-from ecap.testing import FakeLLMServer, LLMRequest, run_spec
+from ecap.testing import FakeLLMServer, LLMReply, LLMRequest, run_spec
 
 pytest.importorskip("openai")
 pytest.importorskip("google.genai")
@@ -240,7 +241,7 @@ def test_unusable_answers_fail_their_pair_and_are_asked_again_next_run(workdir: 
         return bad.get(pair_name(request), captioner(request))
 
     with FakeLLMServer(flaky) as server:
-        spec = write_spec(workdir, server)
+        spec = write_spec(workdir, server, sampling={"temperature": 0.7})  # sampled: ask again
         result = run_spec(spec, max_error_rate=1.0)
         assert result.steps["captions"].counts == {
             "inputs": PAIRS,
@@ -354,3 +355,83 @@ def test_gemini_gets_the_same_content_natively(workdir: Path) -> None:
         assert list(config["thinkingConfig"].values()) == ["LOW"]  # the SDK's own casing
     assert_each_pair_captioned_once(workdir)
     assert all(row.author == "gemini-3-pro-preview" for row in captions(workdir))
+
+
+def test_a_greedy_unusable_answer_is_not_paid_for_again(workdir: Path) -> None:
+    def empty_for_night(request: LLMRequest) -> str:
+        return "" if pair_name(request) == "night" else captioner(request)
+
+    with FakeLLMServer(empty_for_night) as server:
+        spec = write_spec(workdir, server)  # temperature 0: the same answer would come back
+        assert run_spec(spec, max_error_rate=1.0).steps["captions"].counts["failed"] == 1
+        before = server.count()
+        again = run_spec(spec, max_error_rate=1.0)
+        assert server.count() == before, "the rejected answer was served from the call log"
+        assert again.steps["captions"].counts["failed"] == 1
+        assert api_calls(workdir, "rejected") == 1
+    assert {f.error_type for f in query(workdir, select(SampleFailure))} == {"EmptyAnswer"}
+
+
+def test_an_answer_cut_off_by_max_new_tokens_fails_its_pair(workdir: Path) -> None:
+    def cut_for_night(request: LLMRequest) -> str | LLMReply:
+        if pair_name(request) == "night":
+            return LLMReply("<think>The sky darkens, so the", finish_reason="length")
+        if pair_name(request) == "add-box":
+            return LLMReply("Add a wooden box on the", finish_reason="length")
+        return captioner(request)
+
+    for backend in ("openai-compatible", "gemini"):
+        folder = workdir / backend
+        shutil.copytree(workdir / "data", folder / "data")
+        with FakeLLMServer(cut_for_night) as server:
+            spec = write_spec(folder, server, backend=backend, model="tiny-captioner")
+            result = run_spec(spec, max_error_rate=1.0)
+        assert result.steps["captions"].counts["failed"] == 2, backend
+        kinds = {f.error_type for f in query(folder, select(SampleFailure))}
+        assert kinds == {"Truncated"}, backend
+        texts = {row.text for row in captions(folder)}
+        assert not any("box" in t or "sky" in t for t in texts)
+
+
+def test_one_backend_serves_two_consecutive_event_loops(workdir: Path) -> None:
+    import asyncio
+
+    from ecap.images import PreparedImage
+    from ecap.interfaces import PluginContext
+    from ecap_vlm.backends import make_backend
+    from ecap_vlm.backends.base import Sampling, VLMRequest
+
+    image = (workdir / "data" / "images").glob("*.png").__next__().read_bytes()
+    prepared = PreparedImage(image, "image/png", hashlib.sha256(image).hexdigest())
+    for backend_name in ("openai-compatible", "gemini"):
+        with FakeLLMServer(captioner) as server:
+            url = server.url if backend_name == "gemini" else server.openai_base_url
+            backend = make_backend(
+                backend_name,
+                model="tiny-captioner",
+                revision=None,
+                options={"base_url": url, "api_key": "sk-fake"},
+                context=PluginContext(step_id="s", base_dir=workdir, work_dir=workdir),
+            )
+            request = VLMRequest(
+                prompt="What changed?", source=prepared, target=prepared, sampling=Sampling()
+            )
+            for _ in range(2):  # each asyncio.run is a new loop; the first one's is closed
+                (outcome,) = asyncio.run(backend.generate([request]))
+                assert not isinstance(outcome, SampleError), outcome
+            backend.close()
+            assert server.count() == 2
+
+
+def test_a_missing_sdk_fails_the_step_once_with_the_install_line(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeLLMServer(captioner) as server:
+        spec = write_spec(workdir, server)
+        monkeypatch.setitem(sys.modules, "openai", None)  # as if it were not installed
+        result = run_spec(spec)
+        assert server.count() == 0
+    step = result.steps["captions"]
+    assert step.status == "failed"
+    assert "pip install 'editcaption[api]'" in str(step.error)
+    assert query(workdir, select(SampleFailure)) == [], "no pair carries a copy of it"

@@ -9,6 +9,7 @@ pair, a batch that runs out of memory halved rather than lost, and caching keyed
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +47,11 @@ def data(tmp_path: Path) -> Path:
 
 
 def caption_spec(tmp_path: Path, pairs: Path, captioner: str = "vlm", **config: Any) -> Path:
+    """A spec captioning ``pairs``. Random weights never end an answer, so every answer is cut
+    off at max_new_tokens: these specs keep such answers unless told otherwise."""
     import yaml
 
+    config.setdefault("keep_truncated", True)
     spec = {
         "name": "caption",
         "steps": {
@@ -139,17 +143,17 @@ def test_an_unreadable_missing_or_huge_image_fails_its_pair_and_nothing_else(
     paths["corrupt"].write_bytes(b"not a png any more")
     paths["missing"] = tmp_path / "missing.png"
     targets = ["ok", "corrupt", "huge", "missing", "also-ok"]
-    items = [
-        Item(
-            pair=Pair.of(
-                ImageRef(uri=str(paths["ok"]), sha256=f"s{i}"),
-                ImageRef(uri=str(paths[name]), sha256=f"t{i}"),
-            )
-        )
-        for i, name in enumerate(targets)
-    ]
+
+    def ref(path: Path) -> ImageRef:
+        data = path.read_bytes() if path.exists() else b""
+        return ImageRef(uri=str(path), sha256=hashlib.sha256(data).hexdigest())
+
+    items = [Item(pair=Pair.of(ref(paths["ok"]), ref(paths[name]))) for name in targets]
     config = VLMCaptionerConfig(
-        model=str(tiny_qwen3_vl), sampling={"max_new_tokens": 4}, max_input_pixels=200_000
+        model=str(tiny_qwen3_vl),
+        sampling={"max_new_tokens": 4},
+        max_input_pixels=200_000,
+        keep_truncated=True,
     )
     captioner = VLMCaptioner(
         config, PluginContext(step_id="c", base_dir=tmp_path, work_dir=tmp_path)
@@ -211,10 +215,10 @@ def test_glm_turns_thinking_off_through_the_chat_template(
 
 
 def backend_and_requests(model: Path, count: int) -> tuple[Any, list[Any]]:
+    from ecap.images import prepare_image
     from ecap.records import ImageRef
     from ecap_vlm.backends import make_backend
     from ecap_vlm.backends.base import Sampling, VLMRequest
-    from ecap_vlm.images import prepare_image
 
     context = PluginContext(step_id="t", base_dir=model.parent, work_dir=model.parent)
     backend = make_backend(
@@ -223,7 +227,10 @@ def backend_and_requests(model: Path, count: int) -> tuple[Any, list[Any]]:
     images = sorted((QUICKSTART / "images").glob("*.png"))
     requests = []
     for i in range(count):
-        refs = [ImageRef(uri=str(images[(2 * i + k) % len(images)]), sha256="-") for k in (0, 1)]
+        paths = [images[(2 * i + k) % len(images)] for k in (0, 1)]
+        refs = [
+            ImageRef(uri=str(p), sha256=hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths
+        ]
         prepared = [prepare_image(r, max_pixels=10**6, max_input_pixels=10**8) for r in refs]
         requests.append(
             VLMRequest(
@@ -279,3 +286,71 @@ def test_a_request_that_breaks_its_batch_fails_alone(tiny_qwen3_vl: Path) -> Non
 
     assert [isinstance(o, SampleError) for o in outcomes] == [False, False, True, False]
     assert "device-side assert" in outcomes[2].message
+
+
+def test_answers_cut_off_by_max_new_tokens_fail_their_pair_by_default(
+    tiny_qwen3_vl: Path, tmp_path: Path, data: Path
+) -> None:
+    spec = caption_spec(
+        tmp_path,
+        data,
+        model=str(tiny_qwen3_vl),
+        sampling={"max_new_tokens": 3},
+        keep_truncated=False,
+    )
+
+    result = run_spec(spec, max_error_rate=1.0)
+
+    assert result.steps["captions"].counts["failed"] == PAIRS
+    assert instructions(spec) == []
+    assert {f.error_type for f in failures(spec)} == {"Truncated"}
+    assert all("cut off at max_new_tokens=3" in f.message for f in failures(spec))
+
+
+def test_sampled_candidates_do_not_depend_on_the_batch_size(
+    tiny_qwen3_vl: Path, tmp_path: Path, data: Path
+) -> None:
+    texts = {}
+    for batch_size in (1, 4):
+        folder = tmp_path / str(batch_size)
+        folder.mkdir()
+        spec = caption_spec(
+            folder,
+            data,
+            model=str(tiny_qwen3_vl),
+            n=2,
+            sampling={"max_new_tokens": 6, "temperature": 1.0, "seed": 3},
+        )
+        spec_data = yaml_load(spec)
+        spec_data["steps"]["captions"]["batch_size"] = batch_size
+        spec.write_text(json_dump(spec_data))
+        assert run_spec(spec).status == "complete"
+        texts[batch_size] = {(r.pair_id, r.candidate): r.text for r in instructions(spec)}
+    assert len(texts[1]) == 2 * PAIRS
+    assert texts[1] == texts[4]
+    assert len(set(texts[1].values())) > PAIRS, "candidates and pairs still differ"
+
+
+def test_a_model_that_cannot_be_loaded_fails_the_step_once(tmp_path: Path, data: Path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    spec = caption_spec(tmp_path, data, model="./broken")
+
+    result = run_spec(spec)
+
+    step = result.steps["captions"]
+    assert step.status == "failed"
+    assert "cannot load model './broken'" in str(step.error)
+    assert failures(spec) == [], "no pair carries a copy of the setup error"
+
+
+def yaml_load(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def json_dump(data: Any) -> str:
+    import json
+
+    return json.dumps(data)

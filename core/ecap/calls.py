@@ -4,6 +4,10 @@ Plugins that pay per call (hosted judges and captioners) ask the log before call
 as soon as an answer arrives, each call in its own transaction. A step killed after two of an
 instruction's three judge calls therefore re-sends only the third, and a re-run bills nothing twice.
 Batch jobs are written as ``submitted`` (with their job id) before anything polls them.
+
+An answer the plugin found unusable is ``error`` (never served: the call is made again) or, when
+the request was deterministic (greedy decoding) and asking again would pay for the same answer,
+``rejected``: served like an answer, so the plugin rejects it again without a call.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ class CallRecord:
     cost: float | None = None
 
 
+#: Statuses :meth:`CallLog.lookup` serves, best first.
+RANKS = {"ok": 0, "rejected": 1, "submitted": 2}
+
+
 def request_hash(provider: str, model: str, request: Any) -> str:
     """Identity of a request: provider, model and the request's semantic content."""
     return digest("call", provider, model, request)
@@ -40,8 +48,9 @@ class CallLog:
         self.step_run_id = step_run_id
 
     def lookup(self, request_hashes: list[str]) -> dict[str, CallRecord]:
-        """The most useful row per hash: an answered call wins over a submitted one; errors are
-        never served (the call is made again)."""
+        """The most useful row per hash: an answer (``ok``) wins over a kept rejected answer
+        (``rejected``), which wins over a ``submitted`` batch request; errors are never served
+        (the call is made again)."""
         from sqlalchemy import select
 
         from .store.schema import ApiCall
@@ -52,12 +61,12 @@ class CallLog:
                 chunk = request_hashes[start : start + 500]
                 rows = conn.execute(
                     select(ApiCall)
-                    .where(ApiCall.request_hash.in_(chunk), ApiCall.status.in_(("ok", "submitted")))
+                    .where(ApiCall.request_hash.in_(chunk), ApiCall.status.in_(RANKS))
                     .order_by(ApiCall.id)
                 ).mappings()
                 for row in rows:
                     current = found.get(row["request_hash"])
-                    if current is None or current.status != "ok":
+                    if current is None or RANKS[row["status"]] <= RANKS[current.status]:
                         found[row["request_hash"]] = CallRecord(
                             row["request_hash"],
                             row["status"],
@@ -109,8 +118,10 @@ class CallLog:
             # compiled INSERT is then cached once instead of rebuilt for every call.
             conn.execute(insert(ApiCall), [row])
 
-    def mark_error(self, request_hash: str, error: str) -> None:
-        """An answer that turned out unusable: kept for the audit, never served again."""
+    def mark_error(self, request_hash: str, error: str, *, keep: bool = False) -> None:
+        """An answer that turned out unusable: kept for the audit and never served again, or,
+        with ``keep`` (a deterministic request: asking again would give the same answer), served
+        again as ``rejected`` so that the plugin fails it again without paying for it."""
         from sqlalchemy import update
 
         from .store.schema import ApiCall
@@ -119,7 +130,7 @@ class CallLog:
             conn.execute(
                 update(ApiCall)
                 .where(ApiCall.request_hash == request_hash, ApiCall.status == "ok")
-                .values(status="error", error=error)
+                .values(status="rejected" if keep else "error", error=error)
             )
 
     def complete_submitted(self, request_hash: str, batch_job_id: str, **answer: Any) -> None:

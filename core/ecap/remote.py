@@ -11,18 +11,26 @@ server) follows the same rules, so they live here once, free of any SDK:
 
 A provider classifies its SDK's exceptions with :func:`is_transport_error`, :data:`RETRY_STATUS`
 and :func:`retry_after` and raises :class:`Retryable`; the :class:`RemoteCaller` does the rest.
+:meth:`RemoteCaller.logged` adds the store's call log around a call: serve a recorded answer, else
+call, price and record at once. The wire formats every such plugin shares (the OpenAI two-image
+message, ``data:`` URIs, the answers of Chat Completions and Gemini) are here too, SDK-free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ecap.interfaces import PluginConfig, transport_field
+
+if TYPE_CHECKING:
+    from ecap.calls import CallLog, CallRecord
 
 T = TypeVar("T")
 
@@ -82,6 +90,115 @@ class RemotePolicy(PluginConfig):
     max_attempts: int = transport_field(6, ge=1, description="tries per call, the first included")
     backoff: float = transport_field(1.0, ge=0, description="first retry delay, doubled each time")
     max_backoff: float = transport_field(60.0, ge=0)
+    input_price: float | None = transport_field(None, ge=0, description="USD per 1M input tokens")
+    output_price: float | None = transport_field(None, ge=0, description="USD per 1M output tokens")
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        """USD for one call at the configured prices (0 when none are set)."""
+        price_in, price_out = self.input_price or 0.0, self.output_price or 0.0
+        return (tokens_in * price_in + tokens_out * price_out) / 1e6
+
+
+def unset_if_empty(value: Any) -> Any:
+    """``${env:X:-}`` gives an empty string: that means "not set" (e.g. the SDK's default), for
+    an API key or a URL alike. Used by every remote plugin's validators."""
+    return None if value == "" else value
+
+
+def estimate_tokens(text_chars: int, images: int, max_output_tokens: int) -> int:
+    """Rough tokens of one call, for the tokens-per-minute budget before the real count is known:
+    4 characters a token, about 800 tokens an image, and the longest answer allowed."""
+    return text_chars // 4 + 800 * images + max_output_tokens
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer from a remote model, provider-neutral. ``reasoning`` is thinking text the server
+    returned apart from the answer; ``tokens_out`` counts thinking tokens too (they are billed)."""
+
+    text: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str | None = None
+    served_model: str | None = None
+    reasoning: str | None = None
+
+    def as_response(self) -> dict[str, Any]:
+        """What the call log stores as the call's response."""
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "served_model": self.served_model,
+            "reasoning": self.reasoning,
+        }
+
+    @classmethod
+    def from_record(cls, record: CallRecord) -> Reply:
+        response = record.response or {}
+        return cls(
+            text=response.get("text", ""),
+            tokens_in=record.tokens_in or 0,
+            tokens_out=record.tokens_out or 0,
+            finish_reason=response.get("finish_reason"),
+            served_model=response.get("served_model"),
+            reasoning=response.get("reasoning"),
+        )
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def two_image_content(
+    source: tuple[str | None, str], target: tuple[str | None, str], prompt: str
+) -> list[dict[str, Any]]:
+    """The OpenAI-style user turn every two-image plugin sends: (label, image URL) for the source,
+    then for the target, then the prompt. A label of ``None`` is left out."""
+    parts: list[dict[str, Any]] = []
+    for label, url in (source, target):
+        if label:
+            parts.append({"type": "text", "text": label})
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    parts.append({"type": "text", "text": prompt})
+    return parts
+
+
+def openai_reply(body: dict[str, Any]) -> Reply:
+    """A Chat Completions answer. Reasoning returned apart (``reasoning_content`` from Zhipu and
+    vLLM's reasoning parsers, ``reasoning`` elsewhere) is kept apart; a body without choices is
+    transient (a gateway's half answer)."""
+    choices = body.get("choices") or []
+    if not choices:
+        raise Retryable(f"the answer has no choices: {str(body)[:120]!r}")
+    message = choices[0].get("message") or {}
+    usage = body.get("usage") or {}
+    return Reply(
+        text=message.get("content") or "",
+        tokens_in=usage.get("prompt_tokens") or 0,
+        tokens_out=usage.get("completion_tokens") or 0,
+        finish_reason=choices[0].get("finish_reason"),
+        served_model=body.get("model"),
+        reasoning=message.get("reasoning_content") or message.get("reasoning") or None,
+    )
+
+
+def gemini_reply(response: Any) -> Reply:
+    """A google-genai ``GenerateContentResponse``: the text without thought parts, thought tokens
+    counted as output (Gemini bills them), the finish reason by name (``MAX_TOKENS``...)."""
+    usage = response.usage_metadata
+    finish = None
+    if response.candidates:
+        reason = response.candidates[0].finish_reason
+        finish = getattr(reason, "name", reason)
+    return Reply(
+        text=response.text or "",
+        tokens_in=(usage.prompt_token_count or 0) if usage else 0,
+        tokens_out=(
+            (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if usage else 0
+        ),
+        finish_reason=None if finish is None else str(finish),
+        served_model=getattr(response, "model_version", None),
+    )
 
 
 class RateLimiter:
@@ -125,12 +242,13 @@ class RateLimiter:
 
 class RemoteCaller:
     """Runs calls under one :class:`RemotePolicy`. Create it anywhere; its semaphore and lock
-    are made on first use, inside the event loop that runs the calls."""
+    are made on first use inside each event loop that runs calls."""
 
     def __init__(self, policy: RemotePolicy) -> None:
         self.policy = policy
         self._gate: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def call(
         self,
@@ -144,7 +262,10 @@ class RemoteCaller:
         Returns its result and the latency of the successful attempt in milliseconds. The last
         transient failure is raised once ``max_attempts`` are spent.
         """
-        if self._gate is None or self._limiter is None:
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._limiter is None or self._loop is not loop:
+            # Made per event loop: asyncio primitives belong to the loop that first waits on them.
+            self._loop = loop
             self._gate = asyncio.Semaphore(self.policy.max_concurrent_calls)
             self._limiter = RateLimiter(
                 self.policy.requests_per_minute, self.policy.tokens_per_minute
@@ -167,6 +288,65 @@ class RemoteCaller:
             await asyncio.sleep(delay)  # outside the gate: a waiting call holds no slot
         raise AssertionError("unreachable: max_attempts >= 1")
 
+    async def logged(
+        self,
+        calls: CallLog | None,
+        key: str,
+        recorded: CallRecord | None,
+        *,
+        provider: str,
+        model: str,
+        send: Callable[[], Awaitable[Reply]],
+        estimated_tokens: int,
+        accept: Callable[[Reply], T],
+        rejects: tuple[type[Exception], ...] = (),
+        attempts: int = 1,
+        on_call: Callable[[Reply, float], None] | None = None,
+    ) -> tuple[T, bool]:
+        """Serve ``key`` from the call log, else call and record: the rule every paid call follows.
+
+        ``recorded`` (from one :meth:`ecap.calls.CallLog.lookup` per batch) is served when it is
+        an answer (``ok``) or a deterministic answer kept after its rejection (``rejected``):
+        ``accept`` judges it again, without a call. Otherwise ``send`` runs under the limits and
+        retries, the answer is priced and handed to ``on_call`` (reply, cost), then ``accept``-ed;
+        an answer ``accept`` refuses with one of ``rejects`` is logged as an error and asked again,
+        up to ``attempts`` times, after which that refusal is raised. Accepted answers are logged
+        ``ok`` the moment they arrive. Returns ``accept``'s value and whether it was served from
+        the log.
+        """
+        if recorded is not None and recorded.status in ("ok", "rejected") and recorded.response:
+            return accept(Reply.from_record(recorded)), True
+        for attempt in range(attempts):
+            reply, latency = await self.call(
+                send,
+                estimated_tokens=estimated_tokens,
+                tokens_of=lambda r: r.tokens_in + r.tokens_out,
+            )
+            cost = self.policy.cost(reply.tokens_in, reply.tokens_out)
+            if on_call is not None:
+                on_call(reply, cost)
+            record: dict[str, Any] = {
+                "provider": provider,
+                "model": model,
+                "response": reply.as_response(),
+                "tokens_in": reply.tokens_in,
+                "tokens_out": reply.tokens_out,
+                "cost": cost,
+                "latency_ms": latency,
+            }
+            try:
+                value = accept(reply)
+            except rejects as exc:
+                if calls is not None:
+                    calls.record(key, status="error", error=str(exc), **record)
+                if attempt + 1 == attempts:
+                    raise
+                continue
+            if calls is not None:
+                calls.record(key, status="ok", **record)
+            return value, False
+        raise AssertionError("unreachable: attempts >= 1")
+
     def delay(self, attempt: int, hint: float | None) -> float:
         """Exponential backoff with up to 25% jitter, never shorter than the server's hint."""
         backoff = min(self.policy.max_backoff, self.policy.backoff * 2**attempt)
@@ -179,7 +359,14 @@ __all__ = [
     "RateLimiter",
     "RemoteCaller",
     "RemotePolicy",
+    "Reply",
     "Retryable",
+    "data_uri",
+    "estimate_tokens",
+    "gemini_reply",
     "is_transport_error",
+    "openai_reply",
     "retry_after",
+    "two_image_content",
+    "unset_if_empty",
 ]

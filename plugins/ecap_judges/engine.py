@@ -28,10 +28,10 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ecap.calls import CallLog, CallRecord, request_hash
-from ecap.images import ImageReadError, mime_type, read_bytes
+from ecap.images import ImageReadError, prepare_image
 from ecap.interfaces import Judge, transport_field
 from ecap.records import Item, Reference, SampleError, Verdict
-from ecap.remote import RemoteCaller, RemotePolicy
+from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens, unset_if_empty
 
 from .prompts import SYSTEM, default_rubric
 from .rubric import Axis, Rubric, UnparsableAnswer, format_reference
@@ -62,18 +62,9 @@ class JudgeRequest:
         }
 
     def estimated_tokens(self) -> int:
-        return (
-            (len(self.system) + len(self.prompt)) // 4
-            + 300 * len(self.images)
-            + self.max_output_tokens // 4
+        return estimate_tokens(
+            len(self.system) + len(self.prompt), len(self.images), self.max_output_tokens
         )
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    tokens_in: int = 0
-    tokens_out: int = 0
 
 
 class Provider(ABC):
@@ -111,8 +102,6 @@ class RubricJudgeConfig(RemotePolicy):
     api_key: SecretStr | None = Field(None, description="default: the SDK's environment variable")
     base_url: str | None = Field(None, description="another endpoint (a proxy, a local server)")
     parse_attempts: int = transport_field(2, ge=1, description="asks per call when unparsable")
-    input_price: float | None = transport_field(None, description="USD per 1M input tokens")
-    output_price: float | None = transport_field(None, description="USD per 1M output tokens")
     batch: bool = transport_field(False, description="use the provider's batch API")
     batch_discount: float = transport_field(0.5, description="price factor of batch calls")
     batch_wait: float = transport_field(
@@ -123,8 +112,7 @@ class RubricJudgeConfig(RemotePolicy):
     @field_validator("api_key", "base_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        """``${env:X:-}`` gives an empty string: that means "not set", e.g. the SDK's default."""
-        return None if value == "" else value
+        return unset_if_empty(value)
 
     @model_validator(mode="after")
     def _apply_weights(self) -> RubricJudgeConfig:
@@ -211,7 +199,8 @@ class RubricJudge(Judge):
             missing = "an instruction" if item.instruction is None else "a reference"
             raise ValueError(f"pair {item.pair.id[:12]} has no {missing} to judge against")
         images = tuple(
-            (read_bytes(ref.uri), mime_type(ref)) for ref in (item.pair.source, item.pair.target)
+            (image.data, image.mime)
+            for image in (prepare_image(ref) for ref in (item.pair.source, item.pair.target))
         )
         reference = format_reference(item.reference)
         return [
@@ -297,27 +286,28 @@ class RubricJudge(Judge):
     ) -> float:
         assert item.reference is not None
         reference = item.reference
-        if cached is not None and cached.status == "ok" and cached.response:
-            usage.cached += 1
-            return self._parse(axis, cached.response["text"], reference, item, usage)
-        last: Exception | None = None
-        for _ in range(self.config.parse_attempts):
-            reply, latency = await self._send_with_retries(request)
-            cost = self._cost(reply, batch=False)
+
+        def counted(reply: Reply, cost: float) -> None:
             usage.calls += 1
             usage.tokens_in += reply.tokens_in
             usage.tokens_out += reply.tokens_out
             usage.cost += cost
-            try:
-                score = self._parse(axis, reply.text, reference, item, usage)
-            except UnparsableAnswer as exc:
-                last = exc
-                self._log(key, reply, latency, cost, status="error", error=str(exc))
-                continue
-            self._log(key, reply, latency, cost, status="ok")
-            return score
-        assert last is not None
-        raise last
+
+        score, served = await self._caller.logged(
+            self.context.calls,
+            key,
+            cached,
+            provider=self.provider.name,
+            model=self.config.model,
+            send=lambda: self.provider.send(request, self.config.timeout),
+            estimated_tokens=request.estimated_tokens(),
+            accept=lambda reply: self._parse(axis, reply.text, reference, item, usage),
+            rejects=(UnparsableAnswer,),
+            attempts=self.config.parse_attempts,
+            on_call=counted,
+        )
+        usage.cached += served
+        return score
 
     def _parse(
         self, axis: Axis, text: str, reference: Reference, item: Item, usage: _Usage
@@ -327,16 +317,8 @@ class RubricJudge(Judge):
         usage.answers[axis.name] = answer.model_dump()
         return score
 
-    async def _send_with_retries(self, request: JudgeRequest) -> tuple[Reply, float]:
-        return await self._caller.call(
-            lambda: self.provider.send(request, self.config.timeout),
-            estimated_tokens=request.estimated_tokens(),
-            tokens_of=lambda reply: reply.tokens_in + reply.tokens_out,
-        )
-
     def _cost(self, reply: Reply, batch: bool) -> float:
-        price_in, price_out = self.config.input_price or 0.0, self.config.output_price or 0.0
-        cost = (reply.tokens_in * price_in + reply.tokens_out * price_out) / 1e6
+        cost = self.config.cost(reply.tokens_in, reply.tokens_out)
         return cost * (self.config.batch_discount if batch else 1.0)
 
     def _log(
@@ -355,7 +337,7 @@ class RubricJudge(Judge):
             return
         fields: dict[str, Any] = {
             "status": status,
-            "response": {"text": reply.text},
+            "response": reply.as_response(),
             "tokens_in": reply.tokens_in,
             "tokens_out": reply.tokens_out,
             "cost": cost,

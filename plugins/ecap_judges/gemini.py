@@ -13,9 +13,16 @@ from typing import Any
 from pydantic import Field
 
 from ecap.interfaces import require
-from ecap.remote import RETRY_STATUS, Retryable, is_transport_error, retry_after
+from ecap.remote import (
+    RETRY_STATUS,
+    Reply,
+    Retryable,
+    gemini_reply,
+    is_transport_error,
+    retry_after,
+)
 
-from .engine import JudgeRequest, Provider, Reply, RubricJudge, RubricJudgeConfig
+from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 
 FINISHED = {"JOB_STATE_SUCCEEDED"}
 FAILED = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
@@ -74,7 +81,7 @@ class GeminiProvider(Provider):
             if is_transport_error(exc):
                 raise Retryable(f"{type(exc).__name__}: {exc}") from exc
             raise
-        return _reply(response)
+        return gemini_reply(response)
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         model = requests[0][1].model
@@ -102,7 +109,7 @@ class GeminiProvider(Provider):
             if entry.error is not None or entry.response is None:
                 answers[key] = f"batch request failed: {entry.error}"
             else:
-                answers[key] = _reply(entry.response)
+                answers[key] = gemini_reply(entry.response)
         if job.dest and job.dest.file_name:
             lines = self.client.files.download(file=job.dest.file_name).decode().splitlines()
             for line in filter(None, lines):
@@ -116,19 +123,10 @@ class GeminiProvider(Provider):
         if "response" not in data:
             return {data.get("key", ""): f"batch request failed: {data.get('error', data)}"}
         response = self.types.GenerateContentResponse.model_validate(data["response"])
-        return {data.get("key", ""): _reply(response)}
+        return {data.get("key", ""): gemini_reply(response)}
 
     async def aclose(self) -> None:
         await self.client.aio.aclose()
-
-
-def _reply(response: Any) -> Reply:
-    usage = response.usage_metadata
-    return Reply(
-        text=response.text or "",
-        tokens_in=(usage.prompt_token_count or 0) if usage else 0,
-        tokens_out=(usage.candidates_token_count or 0) if usage else 0,
-    )
 
 
 class GeminiJudge(RubricJudge):

@@ -4,7 +4,6 @@ engine retries, honouring Retry-After and retry-after-ms."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections.abc import Sequence
@@ -13,9 +12,18 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ecap.interfaces import require
-from ecap.remote import RETRY_STATUS, Retryable, is_transport_error, retry_after
+from ecap.remote import (
+    RETRY_STATUS,
+    Reply,
+    Retryable,
+    data_uri,
+    is_transport_error,
+    openai_reply,
+    retry_after,
+    two_image_content,
+)
 
-from .engine import JudgeRequest, Provider, Reply, RubricJudge, RubricJudgeConfig
+from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 
 FAILED = {"failed", "expired", "cancelled", "cancelling"}
 
@@ -49,13 +57,11 @@ class OpenAIProvider(Provider):
     def body(self, request: JudgeRequest) -> dict[str, Any]:
         """The chat-completions body; the same for a direct call and a batch line."""
         (source, source_mime), (target, target_mime) = request.images
-        content = [
-            {"type": "text", "text": "Source image:"},
-            {"type": "image_url", "image_url": {"url": _data_uri(source, source_mime)}},
-            {"type": "text", "text": "Edited image:"},
-            {"type": "image_url", "image_url": {"url": _data_uri(target, target_mime)}},
-            {"type": "text", "text": request.prompt},
-        ]
+        content = two_image_content(
+            ("Source image:", data_uri(source, source_mime)),
+            ("Edited image:", data_uri(target, target_mime)),
+            request.prompt,
+        )
         body: dict[str, Any] = {
             "model": request.model,
             "temperature": request.temperature,
@@ -92,7 +98,7 @@ class OpenAIProvider(Provider):
             raise
         if not isinstance(response, dict):  # a body that is not JSON comes back as text
             raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
-        return _reply(response)
+        return openai_reply(response)
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         lines = "".join(
@@ -136,7 +142,7 @@ class OpenAIProvider(Provider):
                         f"batch request failed: {data.get('error') or response}"
                     )
                 else:
-                    answers[data["custom_id"]] = _reply(response["body"])
+                    answers[data["custom_id"]] = _batch_reply(response["body"])
         return answers
 
     async def aclose(self) -> None:
@@ -144,18 +150,12 @@ class OpenAIProvider(Provider):
         self.sync_client.close()
 
 
-def _data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def _reply(body: dict[str, Any]) -> Reply:
-    usage = body.get("usage") or {}
-    choices = body.get("choices") or [{}]
-    return Reply(
-        text=(choices[0].get("message") or {}).get("content") or "",
-        tokens_in=usage.get("prompt_tokens") or 0,
-        tokens_out=usage.get("completion_tokens") or 0,
-    )
+def _batch_reply(body: dict[str, Any]) -> Reply | str:
+    """A batch line's answer; one without choices failed (there is no retrying it here)."""
+    try:
+        return openai_reply(body)
+    except Retryable as exc:
+        return f"batch request failed: {exc}"
 
 
 class OpenAIJudge(RubricJudge):

@@ -1,30 +1,74 @@
 """The ``vlm`` captioner: any VLM on any backend writes editing instructions for pairs.
 
-For each pair it prepares both images (see :mod:`ecap_vlm.images`), renders the prompt template,
-asks the backend for ``n`` answers, cleans each (:mod:`ecap_vlm.cleaning`) and returns them as
-candidate instructions whose ``author`` names the exact weights (:class:`ModelIdentity`). A pair
-whose image cannot be read, whose request fails, or any of whose answers is unusable fails alone,
-with the reason; an unusable answer is also struck from the call log, so the next run asks again.
+For each pair it prepares both images (:func:`ecap.images.prepare_image`), renders the prompt
+template, asks the backend for ``n`` answers, cleans each (:mod:`ecap_vlm.cleaning`) and returns
+them as candidate instructions whose ``author`` names the exact weights (:class:`ModelIdentity`).
+A pair whose image cannot be read or changed since import, whose request fails, or any of whose
+answers is unusable or cut off by ``max_new_tokens`` fails alone, with the reason. An unusable
+answer is struck from the call log, so the next run asks again, unless decoding was greedy: the
+same answer would come back, so it is kept and the pair fails again without a new paid call.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    GetJsonSchemaHandler,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from ecap.errors import EcapError
-from ecap.images import ImageReadError
+from ecap.images import ImageChanged, ImageReadError, prepare_image
 from ecap.interfaces import Captioner, PluginConfig, PluginContext
 from ecap.records import Instruction, Item, SampleError
 
-from .backends import BACKENDS, make_backend, validate_options
-from .backends.base import BackendOptions, Generation, Sampling, VLMBackend, VLMRequest
+from .backends import BACKENDS, backend_class, make_backend, validate_options
+from .backends.base import (
+    TRUNCATED,
+    BackendOptions,
+    Generation,
+    Sampling,
+    VLMBackend,
+    VLMRequest,
+)
 from .cleaning import UnusableAnswer, clean_answer
-from .images import ImageProblem, prepare_image
 from .prompts import DEFAULT_PROMPT, check_template, render
+
+
+class EachBackendsOptions:
+    """The ``options`` field's JSON schema: one of the backends' own option models (pydantic
+    alone would describe the empty base class, and editors would reject every real option).
+    Validation stays with :meth:`VLMCaptionerConfig._backend_options`, which knows ``backend``
+    and so reports errors at ``options.<field>``; :meth:`VLMCaptionerConfig.model_json_schema`
+    ties each backend name to its options."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "anyOf": [handler(options.__pydantic_core_schema__) for options in _backend_options()]
+        }
+
+
+def _backend_options() -> list[type[BackendOptions]]:
+    """Every importable backend's options model (for the schema only; a backend whose module
+    cannot be imported here is left out of it)."""
+    found = []
+    for name in sorted(BACKENDS):
+        try:
+            found.append(backend_class(name).Options)
+        except EcapError:
+            continue
+    return found
 
 
 class VLMCaptionerConfig(PluginConfig):
@@ -37,7 +81,7 @@ class VLMCaptionerConfig(PluginConfig):
     backend: str = Field(
         "transformers", description=f"where the model runs: {', '.join(sorted(BACKENDS))}"
     )
-    options: SerializeAsAny[BackendOptions] = Field(
+    options: Annotated[SerializeAsAny[BackendOptions], EachBackendsOptions()] = Field(
         default_factory=BackendOptions,
         validate_default=True,
         description="the backend's own settings (see docs/captioners.md for each backend)",
@@ -60,6 +104,14 @@ class VLMCaptionerConfig(PluginConfig):
     max_answer_chars: int = Field(2000, ge=1, description="longer answers fail their pair")
     strip_thinking: bool = Field(True, description="drop <think>...</think> before the answer")
     strip_box_tokens: bool = Field(True, description="drop <|begin_of_box|> markers")
+    keep_truncated: bool = Field(
+        False,
+        description="store answers cut off by max_new_tokens (default: they fail their pair; "
+        "reasoning that never closed fails whatever this says)",
+    )
+
+    #: Options each backend gets unless the spec sets them (a captioner's hosted defaults).
+    backend_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @field_validator("backend")
     @classmethod
@@ -74,10 +126,11 @@ class VLMCaptionerConfig(PluginConfig):
         backend = info.data.get("backend")
         if backend is None:  # the backend itself was invalid; that error is reported
             return BackendOptions()
-        if value is None:
-            value = {}
+        if isinstance(value, BackendOptions):  # only what was set, so defaults still apply
+            value = value.model_dump(exclude_unset=True)
+        data = {**cls.backend_defaults.get(backend, {}), **dict(value or {})}
         try:
-            return validate_options(backend, value)
+            return validate_options(backend, data)
         except EcapError as exc:
             raise ValueError(str(exc)) from exc
 
@@ -85,6 +138,42 @@ class VLMCaptionerConfig(PluginConfig):
     @classmethod
     def _template(cls, value: str) -> str:
         return check_template(value)
+
+    @model_validator(mode="after")
+    def _backend_takes_the_request(self) -> VLMCaptionerConfig:
+        if self.backend == "gemini":
+            from .backends.gemini import gemini_unsupported
+
+            problem = gemini_unsupported(self.sampling.repetition_penalty, self.template_kwargs)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Pydantic's schema, plus which options model goes with which ``backend``."""
+        schema = super().model_json_schema(*args, **kwargs)
+        by_title = {s.get("title"): s for s in schema["properties"]["options"]["anyOf"]}
+        default = cls.model_fields["backend"].default
+        ties = []
+        for name in sorted(BACKENDS):
+            try:
+                options = backend_class(name).Options
+            except EcapError:
+                continue
+            if options.__name__ not in by_title:
+                continue
+            chosen: dict[str, Any] = {
+                "properties": {"backend": {"const": name}},
+                "required": ["backend"],
+            }
+            if name == default:  # ``backend`` left out means this one
+                chosen = {"anyOf": [chosen, {"not": {"required": ["backend"]}}]}
+            ties.append(
+                {"if": chosen, "then": {"properties": {"options": by_title[options.__name__]}}}
+            )
+        schema["allOf"] = ties
+        return schema
 
     @model_validator(mode="after")
     def _candidates_differ(self) -> VLMCaptionerConfig:
@@ -152,8 +241,9 @@ class VLMCaptioner(Captioner):
         for item in batch:
             try:
                 prepared.append(self.request_for(item))
-            except (ImageProblem, ImageReadError) as exc:
-                prepared.append(SampleError(error_type="ImageError", message=str(exc)))
+            except ImageReadError as exc:
+                kind = "ImageChanged" if isinstance(exc, ImageChanged) else "ImageError"
+                prepared.append(SampleError(error_type=kind, message=str(exc)))
         return prepared
 
     async def acaption(self, batch: Sequence[Item]) -> list[list[Instruction] | SampleError]:
@@ -182,7 +272,14 @@ class VLMCaptioner(Captioner):
         identity = self.backend.identity()
         instructions = []
         for candidate, raw in enumerate(generation.texts):
+            label = f"candidate {candidate}: " if config.n > 1 else ""
             try:
+                if generation.finish_reason(candidate) == TRUNCATED and not config.keep_truncated:
+                    raise UnusableAnswer(
+                        "Truncated",
+                        f"the answer was cut off at max_new_tokens="
+                        f"{config.sampling.max_new_tokens}: {raw[:80]!r}...",
+                    )
                 cleaned = clean_answer(
                     raw,
                     strip_thinking=config.strip_thinking,
@@ -191,17 +288,22 @@ class VLMCaptioner(Captioner):
                 )
             except UnusableAnswer as exc:
                 self.backend.discard(generation, candidate, str(exc))
-                label = f"candidate {candidate}: " if config.n > 1 else ""
                 return SampleError(error_type=exc.kind, message=label + str(exc))
+            tokens_in, tokens_out = generation.tokens_of(candidate)
             meta: dict[str, Any] = {
                 "backend": config.backend,
                 "model": identity.as_dict(),
-                "tokens_in": generation.tokens_in,
-                "tokens_out": generation.tokens_out,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
                 **generation.meta,
             }
+            finish = generation.finish_reason(candidate)
+            if finish is not None:
+                meta["finish_reason"] = finish
             if cleaned.text != raw:
                 meta["raw"] = raw
+            if cleaned.reasoning:
+                meta["reasoning"] = cleaned.reasoning
             instructions.append(
                 Instruction(
                     pair_id=item.pair.id,

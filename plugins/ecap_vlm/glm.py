@@ -14,15 +14,12 @@ Whatever the model thinks is kept out of the instruction, and so are its box mar
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from ecap.errors import EcapError
-
-from .backends import validate_options
-from .backends.base import BackendOptions, Sampling
+from .backends.base import Sampling
 from .captioner import VLMCaptioner, VLMCaptionerConfig
 
 ZHIPU_API = "https://open.bigmodel.cn/api/paas/v4"
@@ -43,22 +40,15 @@ class GLMCaptionerConfig(VLMCaptionerConfig):
         "auto", description="how to switch thinking: the API's field or the chat template's"
     )
 
-    @field_validator("options", mode="before")
-    @classmethod
-    def _backend_options(cls, value: Any, info: ValidationInfo) -> Any:
-        backend = info.data.get("backend")
-        if backend is None:
-            return BackendOptions()
-        data = dict(value or {}) if not isinstance(value, BackendOptions) else value.model_dump()
-        if backend == "openai-compatible":
-            data = {**API_DEFAULTS, **data}
-        try:
-            return validate_options(backend, data)
-        except EcapError as exc:
-            raise ValueError(str(exc)) from exc
+    backend_defaults: ClassVar[dict[str, dict[str, Any]]] = {"openai-compatible": API_DEFAULTS}
 
     @model_validator(mode="after")
     def _thinking_field(self) -> GLMCaptionerConfig:
+        if self.thinking_control == "api" and self.backend != "openai-compatible":
+            raise ValueError(
+                f"thinking_control: api sends the hosted API's request field, which backend "
+                f"{self.backend!r} has no way to send; use chat-template (or auto)"
+            )
         if self.control() == "api":
             extra = dict(getattr(self.options, "extra_body", {}))
             extra.setdefault("thinking", {"type": "enabled" if self.thinking else "disabled"})

@@ -217,7 +217,7 @@ class ApiCall(Base):
     request_hash: Mapped[str] = mapped_column(String(80), index=True)
     provider: Mapped[str] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))  # ok, error, submitted
+    status: Mapped[str] = mapped_column(String(16))  # ok, error, rejected, submitted
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     tokens_in: Mapped[int | None] = mapped_column(Integer)
     tokens_out: Mapped[int | None] = mapped_column(Integer)

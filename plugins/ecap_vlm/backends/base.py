@@ -9,8 +9,9 @@ A backend is built with the model to run and its own options::
 
 **Input.** A :class:`VLMRequest` is one prompt with two images, the source first and the target
 second, the :class:`Sampling` parameters and ``n``, the number of candidates wanted. The images are
-:class:`ImageInput` (encoded bytes, mime type, sha256), already capped in size by the caller, so
-every backend sees exactly the same pixels. :meth:`VLMRequest.messages` renders the one message
+:class:`ImageInput` (:class:`ecap.images.PreparedImage`: encoded bytes, mime type, sha256), already
+upright, RGB and capped in size by :func:`ecap.images.prepare_image`, so every backend sees exactly
+the same pixels. :meth:`VLMRequest.messages` renders the one message
 layout every backend must use (OpenAI-style chat content: source label, source image, target label,
 target image, prompt); a backend translates that layout into its own API, it never invents
 another. ``template_kwargs`` go to the model's chat template (``enable_thinking`` ...): local
@@ -18,18 +19,23 @@ backends pass them to ``apply_chat_template``, servers get them as ``chat_templa
 
 **Output.** :meth:`VLMBackend.generate` returns one outcome per request, in order: a
 :class:`Generation` holding exactly ``n`` raw texts (the model's answer as decoded, before any
-cleaning: the caller strips thinking and box tokens and judges whether an answer is usable), or a
+cleaning: the caller strips thinking and box tokens and judges whether an answer is usable) and,
+per text, its ``finish_reason`` (``"length"`` when it hit ``max_new_tokens``: the caller then
+refuses it, since a cut-off answer is not an instruction), or a
 :class:`~ecap.records.SampleError` when that request alone failed (an image the model cannot
 take, a request the server refused, an answer that never came after the retries). One bad request
 must never fail the others. ``generate`` raises only when the whole call failed transiently (the
-runner then retries the batch), or an :class:`~ecap.errors.EcapError` for configuration problems.
+runner then retries the batch), or an :class:`~ecap.errors.EcapError` for a setup problem (a missing
+extra, a model that cannot be loaded, a missing API key): that fails the step once, with its
+message, instead of every pair with a copy of it. Local backends remember a failed load and raise
+it again at once rather than loading again per batch.
 
 **Identity.** :meth:`VLMBackend.identity` names the weights that answer, so that every stored
 instruction says which model wrote it: a hub id with its revision (a commit), a local folder with
 the sha256 of its files, or an API model name. The default, :meth:`VLMBackend.cache_identity`,
-is the model as configured (a local folder with its content hash, computed once and cached on
-disk); it is what the step's cache key uses, because it is known before anything is loaded. A
-backend that learns more when it loads (the hub commit that was downloaded) overrides
+is the model as configured (a local folder with its content hash, computed once per backend and
+cached on disk by file); it is what the step's cache key uses, because it is known before anything
+is loaded. A backend that learns more when it loads (the hub commit that was downloaded) overrides
 :meth:`VLMBackend.identity` to say so; that is what instructions record.
 
 **Local backends** (transformers, vLLM's offline engine) subclass :class:`LocalBackend` and
@@ -50,40 +56,25 @@ A backend's :attr:`VLMBackend.Options` model validates the spec's ``options:`` b
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
+from ecap.errors import EcapError
+from ecap.images import PreparedImage
 from ecap.interfaces import PluginConfig, PluginContext
 from ecap.records import SampleError
+from ecap.remote import two_image_content
 
-if TYPE_CHECKING:
-    from PIL import Image as PILImage
+#: One image as sent to a model: what :func:`ecap.images.prepare_image` returns.
+ImageInput = PreparedImage
 
-
-@dataclass(frozen=True)
-class ImageInput:
-    """One image as sent to a model: its encoded bytes, their mime type and sha256."""
-
-    data: bytes = field(repr=False)
-    mime: str
-    sha256: str
-
-    def data_uri(self) -> str:
-        return f"data:{self.mime};base64,{base64.b64encode(self.data).decode()}"
-
-    def pil(self) -> PILImage.Image:
-        """The decoded image, in RGB."""
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.data)) as image:
-            return image.convert("RGB")
+#: ``Generation.finish_reasons`` value of an answer cut off by ``max_new_tokens``.
+TRUNCATED = "length"
 
 
 class Sampling(PluginConfig):
@@ -117,13 +108,11 @@ class VLMRequest:
 
     def content(self) -> list[dict[str, Any]]:
         """The user turn, OpenAI-style, images as data URIs: the layout every backend uses."""
-        parts: list[dict[str, Any]] = []
-        for label, image in ((self.source_label, self.source), (self.target_label, self.target)):
-            if label:
-                parts.append({"type": "text", "text": label})
-            parts.append({"type": "image_url", "image_url": {"url": image.data_uri()}})
-        parts.append({"type": "text", "text": self.prompt})
-        return parts
+        return two_image_content(
+            (self.source_label, self.source.data_uri()),
+            (self.target_label, self.target.data_uri()),
+            self.prompt,
+        )
 
     def messages(self) -> list[dict[str, Any]]:
         """The whole chat: the optional system turn, then the user turn of :meth:`content`."""
@@ -151,6 +140,10 @@ class Generation:
 
     ``keys`` are the call-log keys of remote answers (one per text; empty for local backends), so
     that an answer the caller finds unusable can be :meth:`VLMBackend.discard`-ed.
+    ``finish_reasons`` says per text why it ended (:data:`TRUNCATED` when ``max_new_tokens`` cut
+    it off); empty when the backend cannot tell. ``candidate_tokens`` is (in, out) per text when
+    known; otherwise :meth:`tokens_of` splits the totals evenly, so stored counts add up.
+    ``deterministic``: asking again would give the same texts (greedy decoding).
     """
 
     texts: tuple[str, ...]
@@ -158,6 +151,23 @@ class Generation:
     tokens_out: int = 0
     keys: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    finish_reasons: tuple[str | None, ...] = ()
+    candidate_tokens: tuple[tuple[int, int], ...] = ()
+    deterministic: bool = False
+
+    def finish_reason(self, candidate: int) -> str | None:
+        return self.finish_reasons[candidate] if candidate < len(self.finish_reasons) else None
+
+    def tokens_of(self, candidate: int) -> tuple[int, int]:
+        """(tokens in, tokens out) of one candidate; over all candidates they sum to the totals."""
+        if len(self.candidate_tokens) == len(self.texts):
+            return self.candidate_tokens[candidate]
+        n = len(self.texts)
+
+        def share(total: int) -> int:
+            return total // n + (1 if candidate < total % n else 0)
+
+        return share(self.tokens_in), share(self.tokens_out)
 
 
 Outcome = Generation | SampleError
@@ -203,13 +213,17 @@ class VLMBackend(ABC):
         self.revision = revision
         self.options = options
         self.context = context
+        self._cache_identity: ModelIdentity | None = None
 
     def cache_identity(self) -> ModelIdentity:
         """The model as configured: a local folder (relative to the spec) with the sha256 of its
-        files, or the id and revision as written. Stable, so it can key the step's cache."""
-        from .identity import describe_model
+        weight and processing files, or the id and revision as written. Stable, so it can key the
+        step's cache; computed once per backend (a folder is not walked per pair)."""
+        if self._cache_identity is None:
+            from .identity import describe_model
 
-        return describe_model(self.model, self.revision, self.context.base_dir)
+            self._cache_identity = describe_model(self.model, self.revision, self.context.base_dir)
+        return self._cache_identity
 
     def identity(self) -> ModelIdentity:
         """The weights that answer, as precisely as known now (see the module docstring)."""
@@ -282,6 +296,8 @@ class LocalBackend(VLMBackend):
         again request by request, so one bad request fails alone."""
         try:
             outcomes = self.generate_batch(chunk)
+        except EcapError:
+            raise  # a setup problem: the step fails once, not every request with a copy of it
         except Exception as exc:
             if self.is_out_of_memory(exc):
                 raise
@@ -308,6 +324,7 @@ def _oom_error(exc: BaseException) -> SampleError:
 
 
 __all__ = [
+    "TRUNCATED",
     "BackendOptions",
     "Generation",
     "ImageInput",

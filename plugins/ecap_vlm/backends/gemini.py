@@ -10,17 +10,24 @@ the answer text excludes thought parts. The SDK's retries are off (it ignores Re
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import Any
+import dataclasses
+from typing import Any, Literal
 
 from pydantic import Field
 
+from ecap.errors import EcapError
 from ecap.interfaces import require, transport_field
-from ecap.remote import RETRY_STATUS, Retryable, is_transport_error, retry_after
+from ecap.remote import (
+    RETRY_STATUS,
+    Reply,
+    Retryable,
+    gemini_reply,
+    is_transport_error,
+    retry_after,
+)
 
-from .base import VLMRequest
-from .remote import RemoteBackend, RemoteOptions, Reply
+from .base import TRUNCATED, VLMRequest
+from .remote import RemoteBackend, RemoteOptions
 
 EXTRA = "api"
 PLUGIN = "vlm (gemini backend)"
@@ -31,11 +38,26 @@ class GeminiOptions(RemoteOptions):
         "GEMINI_API_KEY", description="environment variable to read the key from"
     )
     api_version: str | None = transport_field(None, description="e.g. v1beta (default: SDK's)")
-    thinking_level: str | None = Field(None, description="Gemini 3: low or high")
+    thinking_level: Literal["minimal", "low", "medium", "high"] | None = Field(
+        None, description="Gemini 3's thinking level"
+    )
     thinking_budget: int | None = Field(None, ge=-1, description="Gemini 2.5: thinking tokens")
     extra_config: dict[str, Any] = Field(
         default_factory=dict, description="more GenerateContentConfig fields"
     )
+
+
+def gemini_unsupported(repetition_penalty: float | None, template_kwargs: Any) -> str | None:
+    """Why a request cannot go to Gemini as asked, or None: it has no repetition penalty and no
+    chat template, and silently dropping either would answer another question than the spec's."""
+    if repetition_penalty is not None:
+        return "the gemini backend has no repetition_penalty; remove sampling.repetition_penalty"
+    if template_kwargs:
+        return (
+            "the gemini backend has no chat template; remove template_kwargs "
+            f"({', '.join(sorted(template_kwargs))})"
+        )
+    return None
 
 
 class GeminiBackend(RemoteBackend):
@@ -45,24 +67,21 @@ class GeminiBackend(RemoteBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._client: Any = None
         self._types: Any = None
         self._errors: Any = None
 
-    def client(self) -> Any:
-        if self._client is None:
-            genai = require("google.genai", EXTRA, PLUGIN)
-            self._types = require("google.genai.types", EXTRA, PLUGIN)
-            self._errors = require("google.genai.errors", EXTRA, PLUGIN)
-            http: dict[str, Any] = {"timeout": int(self.options.timeout * 1000)}
-            if self.options.base_url:
-                http["base_url"] = self.options.base_url
-            if self.options.api_version:
-                http["api_version"] = self.options.api_version
-            self._client = genai.Client(
-                api_key=self.options.key(), http_options=self._types.HttpOptions(**http)
-            )
-        return self._client
+    def make_client(self) -> Any:
+        genai = require("google.genai", EXTRA, PLUGIN)
+        self._types = require("google.genai.types", EXTRA, PLUGIN)
+        self._errors = require("google.genai.errors", EXTRA, PLUGIN)
+        http: dict[str, Any] = {"timeout": int(self.options.timeout * 1000)}
+        if self.options.base_url:
+            http["base_url"] = self.options.base_url
+        if self.options.api_version:
+            http["api_version"] = self.options.api_version
+        return genai.Client(
+            api_key=self.options.key(), http_options=self._types.HttpOptions(**http)
+        )
 
     def contents(self, request: VLMRequest) -> list[Any]:
         """The user turn of the shared layout, as Gemini parts in the same order."""
@@ -79,6 +98,9 @@ class GeminiBackend(RemoteBackend):
 
     def config(self, request: VLMRequest, candidate: int) -> Any:
         types, sampling, options = self._types, request.sampling, self.options
+        unsupported = gemini_unsupported(sampling.repetition_penalty, request.template_kwargs)
+        if unsupported:
+            raise EcapError(unsupported)
         fields: dict[str, Any] = {
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -117,27 +139,10 @@ class GeminiBackend(RemoteBackend):
             if is_transport_error(exc):
                 raise Retryable(f"{type(exc).__name__}: {exc}") from exc
             raise
-        usage = response.usage_metadata
-        finish = None
-        if response.candidates:
-            reason = response.candidates[0].finish_reason
-            finish = getattr(reason, "name", reason)
-        return Reply(
-            text=response.text or "",
-            tokens_in=(usage.prompt_token_count or 0) if usage else 0,
-            tokens_out=(
-                (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0)
-                if usage
-                else 0
-            ),
-            meta={"finish_reason": finish, "served_model": response.model_version},
-        )
-
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):  # the loop that owned its connections has ended
-                asyncio.run(client.aio.aclose())
+        reply = gemini_reply(response)
+        if reply.finish_reason == "MAX_TOKENS":
+            reply = dataclasses.replace(reply, finish_reason=TRUNCATED)
+        return reply
 
 
-__all__ = ["GeminiBackend", "GeminiOptions"]
+__all__ = ["GeminiBackend", "GeminiOptions", "gemini_unsupported"]

@@ -1,12 +1,20 @@
 """Naming the weights that answer: a local folder by the sha256 of its files, a hub id by revision.
 
-Hashing a 17 GB checkpoint takes a minute, and the step's cache key needs the hash on every plan,
-so each file's hash is kept on disk (``$ECAP_CACHE_DIR``, else ``~/.cache/ecap``) under its path,
-size and modification time: a file is read again only when it changes.
+A relative ``model`` is a folder relative to the spec's folder when one is there, else a hub id;
+a path that is plainly a path (absolute, ``./``, ``../``, ``~``) and does not exist is an error,
+never silently looked up elsewhere (the working directory) or on the hub.
+
+Only the files that define what the model computes are hashed (:data:`HASHED`: configs, top-level
+weights, tokenizer, processor, chat template, generation config, remote code): a training run's
+optimizer states, ``checkpoint-*/`` folders and logs change all the time without changing the
+weights. Hashing a 17 GB checkpoint takes a minute, and the step's cache key needs the hash on
+every plan, so each file's hash is kept on disk (``$ECAP_CACHE_DIR``, else ``~/.cache/ecap``)
+under its path, size and modification time: a file is read again only when it changes.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -14,10 +22,34 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from ecap.errors import EcapError
+
 from .base import ModelIdentity
 
-#: Folders inside a checkpoint that never hold weights or configuration.
-SKIPPED_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
+#: Top-level files that define the weights and how inputs are processed.
+HASHED = (
+    "config*.json",
+    "adapter_config*.json",
+    "generation_config*.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.bin.index.json",
+    "*.pt",
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+    "special_tokens_map*",
+    "added_tokens*",
+    "*.tiktoken",
+    "processor*",
+    "preprocessor*",
+    "video_preprocessor*",
+    "chat_template*",
+    "*.py",
+)
+#: Training leftovers that match :data:`HASHED` but hold no weights.
+NOT_WEIGHTS = ("optimizer*", "scheduler*", "rng_state*", "training_args*", "trainer_state*")
 
 
 def cache_dir() -> Path:
@@ -25,14 +57,21 @@ def cache_dir() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "ecap"
 
 
+def looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~", ".\\", "..\\")) or Path(model).is_absolute()
+
+
 def local_folder(model: str, base_dir: Path | None) -> Path | None:
-    """``model`` as an existing local folder (relative paths against ``base_dir`` first)."""
-    candidates = [Path(model).expanduser()]
-    if base_dir is not None and not Path(model).is_absolute():
-        candidates.insert(0, base_dir / model)
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
+    """``model`` as an existing local folder, relative paths against ``base_dir`` (the spec's
+    folder) only; ``None`` for a hub id. A path that does not exist is an :class:`EcapError`."""
+    path = Path(model).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if path.is_dir():
+        return path.resolve()
+    if looks_like_path(model):
+        where = "" if Path(model).is_absolute() else f" (relative to the spec's folder {base_dir})"
+        raise EcapError(f"model folder {model!r} does not exist{where}")
     return None
 
 
@@ -45,7 +84,7 @@ def describe_model(model: str, revision: str | None, base_dir: Path | None) -> M
 
 
 def folder_hash(folder: Path) -> str:
-    """``sha256:<hex>`` over every file's relative path and sha256, in sorted order."""
+    """``sha256:<hex>`` over the :data:`HASHED` files' names and sha256s, in sorted order."""
     entries = []
     for path in sorted(_files(folder)):
         entries.append(f"{path.relative_to(folder).as_posix()}\0{file_hash(path)}")
@@ -53,11 +92,13 @@ def folder_hash(folder: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
-        found.extend(Path(root) / name for name in files if not name.startswith("."))
-    return found
+    return [
+        path
+        for path in folder.iterdir()
+        if path.is_file()
+        and any(fnmatch.fnmatch(path.name, pattern) for pattern in HASHED)
+        and not any(fnmatch.fnmatch(path.name, pattern) for pattern in NOT_WEIGHTS)
+    ]
 
 
 def file_hash(path: Path) -> str:
@@ -90,4 +131,4 @@ def _cached_hash(path: str, size: int, mtime_ns: int) -> str:
     return value
 
 
-__all__ = ["describe_model", "file_hash", "folder_hash", "local_folder"]
+__all__ = ["HASHED", "describe_model", "file_hash", "folder_hash", "local_folder"]

@@ -16,17 +16,22 @@ Retry-After.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ecap.interfaces import require, transport_field
-from ecap.remote import RETRY_STATUS, Retryable, is_transport_error, retry_after
+from ecap.remote import (
+    RETRY_STATUS,
+    Reply,
+    Retryable,
+    is_transport_error,
+    openai_reply,
+    retry_after,
+)
 
-from .base import VLMRequest
-from .remote import RemoteBackend, RemoteOptions, Reply
+from .base import TRUNCATED, VLMRequest
+from .remote import RemoteBackend, RemoteOptions
 
 EXTRA = "api"
 PLUGIN = "vlm (openai-compatible backend)"
@@ -51,20 +56,16 @@ class OpenAICompatibleBackend(RemoteBackend):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._client: Any = None
         self._openai: Any = None
 
-    def client(self) -> Any:
-        """The SDK client, made on first use inside the event loop that runs the calls."""
-        if self._client is None:
-            self._openai = require("openai", EXTRA, PLUGIN)
-            self._client = self._openai.AsyncOpenAI(
-                api_key=self.options.key() or "unset",
-                base_url=self.options.base_url,
-                max_retries=0,
-                timeout=self.options.timeout,
-            )
-        return self._client
+    def make_client(self) -> Any:
+        self._openai = require("openai", EXTRA, PLUGIN)
+        return self._openai.AsyncOpenAI(
+            api_key=self.options.key(),
+            base_url=self.options.base_url,
+            max_retries=0,
+            timeout=self.options.timeout,
+        )
 
     def body(self, request: VLMRequest, candidate: int) -> dict[str, Any]:
         """The request body for one candidate."""
@@ -106,29 +107,19 @@ class OpenAICompatibleBackend(RemoteBackend):
             raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
         return _reply(response)
 
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):  # the loop that owned its connections has ended
-                asyncio.run(client.close())
-
 
 def _reply(body: dict[str, Any]) -> Reply:
-    choices = body.get("choices") or []
-    if not choices:
-        raise Retryable(f"the answer has no choices: {str(body)[:120]!r}")
-    message = choices[0].get("message") or {}
-    text = message.get("content") or ""
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    if reasoning:
-        text = f"<think>{reasoning}</think>{text}"
-    usage = body.get("usage") or {}
-    meta = {"finish_reason": choices[0].get("finish_reason"), "served_model": body.get("model")}
+    """The shared Chat Completions parsing, with reasoning returned apart put back in front of
+    the answer between ``<think>`` tags, so that cleaning treats every server alike."""
+    reply = openai_reply(body)
+    text = f"<think>{reply.reasoning}</think>{reply.text}" if reply.reasoning else reply.text
+    finish = TRUNCATED if reply.finish_reason == "length" else reply.finish_reason
     return Reply(
         text=text,
-        tokens_in=usage.get("prompt_tokens") or 0,
-        tokens_out=usage.get("completion_tokens") or 0,
-        meta=meta,
+        tokens_in=reply.tokens_in,
+        tokens_out=reply.tokens_out,
+        finish_reason=finish,
+        served_model=reply.served_model,
     )
 
 

@@ -5,58 +5,93 @@
   ``n`` works on every server, whether or not it takes an ``n`` parameter, and a candidate that
   came back is never paid for again, even when its siblings failed or the run was killed.
 - Candidate ``i`` samples with ``seed + i``, so candidates differ on servers that honour seeds.
-- Before calling, the log is asked for the whole batch in one query; after each answer, the answer
-  is written at once (its own transaction).
+- Before calling, the log is asked for the whole batch in one query; each answer is written at
+  once (its own transaction), by :meth:`ecap.remote.RemoteCaller.logged`, the judges' rule too.
 - Limits and retries are :class:`ecap.remote.RemoteCaller`'s: ``max_concurrent_calls``,
   ``requests_per_minute``, ``tokens_per_minute``, exponential backoff honouring Retry-After.
-- A request whose call still fails (retries spent, or refused outright) fails its pair alone.
+- A request whose call still fails (retries spent, or refused outright) fails its pair alone; a
+  setup problem (no API key, a missing SDK) fails the step once, before any call.
+- ``base_url`` is semantic: another server may serve other weights under the same model name.
+- SDK clients belong to the event loop that made them: a backend used from a second
+  ``asyncio.run`` makes new ones instead of reusing connections of a closed loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from ecap.calls import CallLog, CallRecord, request_hash
+from ecap.errors import EcapError
 from ecap.hashing import semantic_config
 from ecap.interfaces import PluginContext, transport_field
 from ecap.records import SampleError
-from ecap.remote import RemoteCaller, RemotePolicy
+from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens, unset_if_empty
 
 from .base import BackendOptions, Generation, Outcome, VLMBackend, VLMRequest
 
+#: The key local OpenAI-compatible servers (vLLM, SGLang) accept when they check none.
+NO_KEY = "EMPTY"
+
 
 class RemoteOptions(RemotePolicy, BackendOptions):
-    base_url: str | None = transport_field(None, description="the server's API root")
-    api_key: SecretStr | None = Field(None, description="default: the api_key_env variable")
+    base_url: str | None = Field(
+        None, description="the server's API root (semantic: another server, other weights)"
+    )
+    api_key: SecretStr | None = Field(
+        None, description=f"default: the api_key_env variable; {NO_KEY} for a server without keys"
+    )
     api_key_env: str | None = transport_field(
         None, description="environment variable to read the key from when api_key is unset"
     )
-    input_price: float | None = transport_field(None, ge=0, description="USD per 1M input tokens")
-    output_price: float | None = transport_field(None, ge=0, description="USD per 1M output tokens")
+
+    @field_validator("api_key", "base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return unset_if_empty(value)
 
     def key(self) -> str | None:
+        """The API key: ``api_key``, else ``$api_key_env`` (empty counts as unset), else
+        :data:`NO_KEY` for a server on this machine, which needs none."""
         if self.api_key is not None:
             return self.api_key.get_secret_value()
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        value = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if value:
+            return value
+        return NO_KEY if is_loopback(self.base_url) else None
+
+    def check_key(self) -> None:
+        """Fail before any work, naming the variable, when there is no key to send."""
+        if self.key() is None:
+            where = f"${self.api_key_env}" if self.api_key_env else "options.api_key"
+            raise EcapError(
+                f"no API key: set {where} (or options.api_key; api_key: {NO_KEY} for a server "
+                "that checks none)"
+            )
 
 
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
+def is_loopback(url: str | None) -> bool:
+    host = urlparse(url).hostname if url else None
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RemoteBackend(VLMBackend):
-    """A model behind an API. Subclasses implement :meth:`send` (one call, one answer)."""
+    """A model behind an API. Subclasses implement :meth:`send` (one call, one answer) and
+    :meth:`make_client` (their SDK client for the running event loop)."""
 
     Options = RemoteOptions
     options: RemoteOptions
@@ -66,11 +101,26 @@ class RemoteBackend(VLMBackend):
     ) -> None:
         super().__init__(model, revision, options, context)
         self._caller = RemoteCaller(self.options)
+        self._client: Any = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @abstractmethod
+    def make_client(self) -> Any:
+        """A new SDK client (imported with :func:`ecap.interfaces.require`)."""
 
     @abstractmethod
     async def send(self, request: VLMRequest, candidate: int) -> Reply:
         """One call for candidate ``candidate``. Raise :class:`ecap.remote.Retryable` for a
-        transient failure, anything else for a refusal."""
+        transient failure, anything else for a refusal. ``finish_reason`` is
+        :data:`~ecap_vlm.backends.base.TRUNCATED` when the answer hit ``max_new_tokens``."""
+
+    def client(self) -> Any:
+        """The SDK client of the running event loop, made on first use in each loop."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = self.make_client()
+            self._client_loop = loop
+        return self._client
 
     def seed(self, request: VLMRequest, candidate: int) -> int | None:
         seed = request.sampling.seed
@@ -85,6 +135,7 @@ class RemoteBackend(VLMBackend):
         return request_hash(self.name, self.identity().label(), identity)
 
     async def generate(self, requests: Sequence[VLMRequest]) -> list[Outcome]:
+        self.options.check_key()
         keys = [[self.call_key(r, c) for c in range(r.n)] for r in requests]
         calls: CallLog | None = self.context.calls
         known = calls.lookup([k for ks in keys for k in ks]) if calls else {}
@@ -102,75 +153,51 @@ class RemoteBackend(VLMBackend):
             return_exceptions=True,
         )
         for reply in replies:
-            if isinstance(reply, BaseException):
-                if not isinstance(reply, Exception):
-                    raise reply
+            if isinstance(reply, EcapError) or not isinstance(reply, Exception | Reply):
+                raise reply  # a setup problem fails the step; cancellation propagates
+            if isinstance(reply, Exception):
                 return SampleError.from_exception(reply)
         answers = [r for r in replies if isinstance(r, Reply)]
+        served = {r.served_model for r in answers if r.served_model}
         return Generation(
             texts=tuple(r.text for r in answers),
             tokens_in=sum(r.tokens_in for r in answers),
             tokens_out=sum(r.tokens_out for r in answers),
             keys=tuple(keys),
-            meta=_merged_meta(answers),
+            meta={"served_model": served.pop()} if len(served) == 1 else {},
+            finish_reasons=tuple(r.finish_reason for r in answers),
+            candidate_tokens=tuple((r.tokens_in, r.tokens_out) for r in answers),
+            deterministic=request.sampling.greedy,
         )
 
     async def _candidate(
-        self, request: VLMRequest, candidate: int, key: str, cached: CallRecord | None
+        self, request: VLMRequest, candidate: int, key: str, recorded: CallRecord | None
     ) -> Reply:
-        if cached is not None and cached.status == "ok" and cached.response:
-            response = cached.response
-            return Reply(
-                response["text"],
-                cached.tokens_in or 0,
-                cached.tokens_out or 0,
-                {**response.get("meta", {}), "cached": True},
-            )
-        reply, latency = await self._caller.call(
-            lambda: self.send(request, candidate),
-            estimated_tokens=_estimate(request),
-            tokens_of=lambda r: r.tokens_in + r.tokens_out,
+        text_chars = len(request.prompt) + len(request.system or "")
+        reply, _ = await self._caller.logged(
+            self.context.calls,
+            key,
+            recorded,
+            provider=self.name,
+            model=self.identity().label(),
+            send=lambda: self.send(request, candidate),
+            estimated_tokens=estimate_tokens(text_chars, 2, request.sampling.max_new_tokens),
+            accept=lambda answer: answer,
         )
-        calls: CallLog | None = self.context.calls
-        if calls is not None:
-            calls.record(
-                key,
-                provider=self.name,
-                model=self.identity().label(),
-                status="ok",
-                response={"text": reply.text, "meta": reply.meta},
-                tokens_in=reply.tokens_in,
-                tokens_out=reply.tokens_out,
-                cost=self.cost(reply),
-                latency_ms=latency,
-            )
         return reply
 
-    def cost(self, reply: Reply) -> float:
-        price_in = self.options.input_price or 0.0
-        price_out = self.options.output_price or 0.0
-        return (reply.tokens_in * price_in + reply.tokens_out * price_out) / 1e6
-
     def discard(self, generation: Generation, index: int, reason: str) -> None:
+        """Strike an unusable answer from the log, so the next run asks again; but an answer to a
+        greedy request would come back the same, so it is kept as ``rejected`` and served again:
+        the pair fails again from the log without a new paid call."""
         calls: CallLog | None = self.context.calls
         if calls is not None and index < len(generation.keys):
-            calls.mark_error(generation.keys[index], reason)
+            calls.mark_error(generation.keys[index], reason, keep=generation.deterministic)
+
+    def close(self) -> None:
+        """Drop the client. Its connections belong to a loop that has ended by now, so they
+        cannot be closed from here; each loop's client is discarded with it."""
+        self._client = self._client_loop = None
 
 
-def _estimate(request: VLMRequest) -> int:
-    """Rough tokens of one call, for the tokens-per-minute budget before the real count is
-    known: 4 characters a token, about 800 tokens an image, and the longest answer."""
-    text = len(request.prompt) + len(request.system or "")
-    return text // 4 + 1600 + request.sampling.max_new_tokens
-
-
-def _merged_meta(replies: Sequence[Reply]) -> dict[str, Any]:
-    """One meta for the request: per-candidate values become lists when they differ."""
-    merged: dict[str, Any] = {}
-    for name in {k for r in replies for k in r.meta}:
-        values = [r.meta.get(name) for r in replies]
-        merged[name] = values[0] if all(v == values[0] for v in values) else values
-    return merged
-
-
-__all__ = ["RemoteBackend", "RemoteOptions", "Reply"]
+__all__ = ["NO_KEY", "RemoteBackend", "RemoteOptions", "is_loopback"]

@@ -2,7 +2,17 @@
 
 Qwen3-VL, Qwen2.5-VL, GLM-4.1V/4.5V and other image-text-to-text models load through the same
 ``from_pretrained`` path. Requests are generated in batches, left-padded; all ``n`` candidates of
-a request come from one ``generate`` call (``num_return_sequences``).
+a request come from one ``generate`` call (one row each).
+
+Sampling does not use transformers' global random state, which would make a candidate depend on
+which other pairs shared its batch (and on the batch halving after an out-of-memory error): each
+row draws its tokens from its own generator, seeded from (``seed + i``, the request), so candidate
+``i`` of a pair is the same whatever the batch size, as with the remote backends' ``seed + i``.
+
+An answer that reached ``max_new_tokens`` without an end-of-turn token is reported as cut off
+(``finish_reason`` ``length``). When the chat template opens the thinking block itself (Qwen3's
+Thinking models end the prompt with ``<think>``), the answer gets that ``<think>`` back in front,
+so that cleaning sees reasoning that never closed as reasoning, never as an instruction.
 
 Processors of video-capable families (Qwen-VL, GLM-V) need torchvision for their video part,
 which a CPU machine often lacks. When the stock processor cannot be loaded for that reason, the
@@ -16,6 +26,7 @@ silently merged into the answer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,14 +39,18 @@ from ecap.interfaces import require, transport_field
 from ecap.records import SampleError
 
 from .base import (
+    TRUNCATED,
     BackendOptions,
     Generation,
     LocalBackend,
     ModelIdentity,
     Outcome,
+    Sampling,
     VLMRequest,
 )
-from .identity import local_folder
+from .identity import describe_model, local_folder
+
+THINK_OPEN = "<think>"
 
 EXTRA = "vlm"
 PLUGIN = "vlm (transformers backend)"
@@ -52,7 +67,9 @@ class TransformersOptions(BackendOptions):
         None, ge=1, description="the processor's largest image budget, in pixels"
     )
     processor: str | None = Field(
-        None, description="load the processor from here instead (a checkpoint without one)"
+        None,
+        description="load the processor from this folder (relative to the spec) or hub id "
+        "instead; a folder's files enter the model's identity",
     )
     device_map: str | dict[str, Any] | None = transport_field(
         "auto", description="where to put the weights: auto, cpu, cuda, cuda:1 or a map"
@@ -60,7 +77,9 @@ class TransformersOptions(BackendOptions):
     attn_implementation: str | None = transport_field(
         None, description="e.g. sdpa or flash_attention_2 (default: transformers' choice)"
     )
-    trust_remote_code: bool = transport_field(False, description="run code shipped with a model")
+    trust_remote_code: bool = Field(
+        False, description="run code shipped with a model (semantic: it decides what runs)"
+    )
 
 
 class TransformersBackend(LocalBackend):
@@ -73,6 +92,7 @@ class TransformersBackend(LocalBackend):
         self._model: Any = None
         self._processor: Any = None
         self._commit: str | None = None
+        self._load_error: EcapError | None = None
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -82,8 +102,41 @@ class TransformersBackend(LocalBackend):
         folder = local_folder(self.model, self.context.base_dir)
         return str(folder) if folder else self.model
 
+    @property
+    def processor_source(self) -> str | None:
+        """``options.processor`` as a local folder (relative to the spec) or a hub id."""
+        if self.options.processor is None:
+            return None
+        folder = local_folder(self.options.processor, self.context.base_dir)
+        return str(folder) if folder else self.options.processor
+
+    def cache_identity(self) -> ModelIdentity:
+        """The weights' identity, combined with the processor's when it comes from elsewhere."""
+        base = super().cache_identity()
+        if self.options.processor is None:
+            return base
+        processor = describe_model(self.options.processor, None, self.context.base_dir)
+        combined = hashlib.sha256(
+            f"{base.content_hash or ''}\0{processor.label()}".encode()
+        ).hexdigest()
+        return ModelIdentity(
+            name=f"{base.name}+processor:{processor.name}",
+            revision=base.revision,
+            content_hash=f"sha256:{combined}",
+        )
+
     def load(self) -> tuple[Any, Any]:
-        """The model and processor, loaded on first use."""
+        """The model and processor, loaded on first use. A load that failed is not tried again
+        per batch: its error is raised at once."""
+        if self._load_error is not None:
+            raise self._load_error
+        try:
+            return self._load()
+        except EcapError as exc:
+            self._load_error = exc
+            raise
+
+    def _load(self) -> tuple[Any, Any]:
         if self._model is None:
             torch = require("torch", EXTRA, PLUGIN)
             transformers = require("transformers", EXTRA, PLUGIN)
@@ -104,16 +157,23 @@ class TransformersBackend(LocalBackend):
                 model = transformers.AutoModelForImageTextToText.from_pretrained(
                     self.source, **{k: v for k, v in kwargs.items() if v is not None}
                 )
-            except OSError as exc:
-                raise EcapError(f"cannot load model {self.model!r}: {exc}") from exc
+                processor = self._load_processor(transformers)
+            except EcapError:
+                raise
+            except Exception as exc:  # whatever the reason, no request can run: a setup error
+                if self.is_out_of_memory(exc):
+                    raise
+                raise EcapError(
+                    f"cannot load model {self.model!r}: {type(exc).__name__}: {exc}"
+                ) from exc
             model.eval()
-            self._processor = self._load_processor(transformers)
+            self._processor = processor
             self._model = model
             self._commit = getattr(model.config, "_commit_hash", None)
         return self._model, self._processor
 
     def _load_processor(self, transformers: Any) -> Any:
-        source = self.options.processor or self.source
+        source = self.processor_source or self.source
         revision = None if self.options.processor else self.revision
         kwargs: dict[str, Any] = {"trust_remote_code": self.options.trust_remote_code}
         if revision:
@@ -174,22 +234,26 @@ class TransformersBackend(LocalBackend):
             prepared: list[tuple[int, list[dict[str, Any]]]] = []
             for index, request in zip(indices, group, strict=True):
                 try:
-                    prepared.append((index, _conversation(request)))
+                    prepared.append((index, conversation(request)))
                 except Exception as exc:  # an image that cannot be decoded fails alone
                     outcomes[index] = SampleError.from_exception(exc)
             if prepared:
-                texts = self._generate([c for _, c in prepared], group[0])
+                texts = self._generate([c for _, c in prepared], [requests[i] for i, _ in prepared])
                 for (index, _), generation in zip(prepared, texts, strict=True):
                     outcomes[index] = generation
         return [outcomes[i] for i in range(len(requests))]
 
     def _generate(
-        self, conversations: list[list[dict[str, Any]]], like: VLMRequest
+        self, conversations: list[list[dict[str, Any]]], group: list[VLMRequest]
     ) -> list[Outcome]:
         torch = require("torch", EXTRA, PLUGIN)
+        transformers = require("transformers", EXTRA, PLUGIN)
         model, processor = self.load()
+        like = group[0]
+        n = like.n
+        rows = [conversation for conversation in conversations for _ in range(n)]
         inputs = processor.apply_chat_template(
-            conversations,
+            rows,
             tokenize=True,
             add_generation_prompt=True,
             return_dict=True,
@@ -199,45 +263,87 @@ class TransformersBackend(LocalBackend):
         )
         inputs = inputs.to(model.device)
         sampling = like.sampling
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_new_tokens,
-            "num_return_sequences": like.n,
-            "do_sample": not sampling.greedy,
-        }
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": False}
         if not sampling.greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
-            if sampling.top_k:
-                kwargs["top_k"] = sampling.top_k
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
+            seeds = [row_seed(r, c) for r in group for c in range(n)]
+            sampler = _row_sampler(transformers, torch, seeds, sampling)
+            kwargs["logits_processor"] = transformers.LogitsProcessorList([sampler])
         if sampling.repetition_penalty:
             kwargs["repetition_penalty"] = sampling.repetition_penalty
         with torch.inference_mode():
             output = model.generate(**inputs, **kwargs)
         prompt_length = inputs["input_ids"].shape[1]
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        tokenizer = processor.tokenizer
         stops = _stop_ids(model, processor)
         generations: list[Outcome] = []
-        for row in range(len(conversations)):
-            texts, produced = [], 0
-            for candidate in range(like.n):
-                ids = output[row * like.n + candidate, prompt_length:].tolist()
-                ids = _until_stop(ids, stops)
-                produced += len(ids)
-                texts.append(processor.tokenizer.decode(ids, skip_special_tokens=False))
+        for request in range(len(conversations)):
+            texts, finishes, counts = [], [], []
+            for candidate in range(n):
+                row = request * n + candidate
+                produced = output[row, prompt_length:].tolist()
+                ids = _until_stop(produced, stops)
+                cut = len(ids) == len(produced) and len(ids) >= sampling.max_new_tokens
+                text = tokenizer.decode(ids, skip_special_tokens=False)
+                prompt_end = tokenizer.decode(inputs["input_ids"][row, -4:].tolist())
+                if prompt_end.rstrip().endswith(THINK_OPEN):
+                    text = THINK_OPEN + text
+                texts.append(text)
+                finishes.append(TRUNCATED if cut else "stop")
+                counts.append((int(prompt_tokens[row]), len(ids)))
             generations.append(
                 Generation(
                     texts=tuple(texts),
-                    tokens_in=int(prompt_tokens[row]),
-                    tokens_out=produced,
+                    tokens_in=sum(c[0] for c in counts),
+                    tokens_out=sum(c[1] for c in counts),
+                    finish_reasons=tuple(finishes),
+                    candidate_tokens=tuple(counts),
                 )
             )
         return generations
 
 
-def _conversation(request: VLMRequest) -> list[dict[str, Any]]:
-    """The shared message layout, with each image part turned into a decoded image, in order."""
-    images = iter((request.source.pil(), request.target.pil()))
+def row_seed(request: VLMRequest, candidate: int) -> int:
+    """The seed of candidate ``candidate`` of ``request``: from ``seed + candidate`` (as the
+    remote backends send) and the request itself, never from its place in a batch."""
+    base = request.sampling.seed or 0
+    material = json.dumps([base + candidate, request.identity()], sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "big") >> 1
+
+
+def _row_sampler(transformers: Any, torch: Any, seeds: list[int], sampling: Sampling) -> Any:
+    """A logits processor that samples each row with its own generator and leaves only the
+    chosen token possible, so that greedy decoding then picks it: temperature, top-k and top-p
+    as transformers applies them, but without the global random state."""
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    class RowSampler(transformers.LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            logits = scores.float() / sampling.temperature
+            if sampling.top_k:
+                k = min(sampling.top_k, logits.shape[-1])
+                kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            if sampling.top_p < 1.0:
+                ordered, order = torch.sort(logits, descending=True, dim=-1)
+                cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+                drop = cumulative - ordered.softmax(dim=-1) >= sampling.top_p  # keep the first
+                logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+            probs = logits.softmax(dim=-1).cpu()
+            chosen = torch.cat(
+                [torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(generators)]
+            )
+            forced = torch.full_like(scores, float("-inf"))
+            forced[torch.arange(len(generators)), chosen.to(scores.device)] = 0.0
+            return forced
+
+    return RowSampler()
+
+
+def conversation(request: VLMRequest) -> list[dict[str, Any]]:
+    """The shared message layout, with each image part turned into a decoded image, in order:
+    what ``apply_chat_template`` takes (the throughput benchmark's baseline uses it too)."""
+    images = iter((request.source.decoded(), request.target.decoded()))
     messages = []
     for message in request.messages():
         content = message["content"]
@@ -324,4 +430,4 @@ def _torch_if_loaded() -> Any:
     return sys.modules.get("torch")
 
 
-__all__ = ["TransformersBackend", "TransformersOptions"]
+__all__ = ["TransformersBackend", "TransformersOptions", "conversation", "row_seed"]
