@@ -21,6 +21,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,22 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from ecap import defects
+from ecap.errors import EcapError
 from ecap.interfaces import PluginContext
-from ecap.records import ImageRef, Instruction, Item, Pair, Verdict
+from ecap.records import ImageRef, Instruction, Item, Pair, SampleError, Verdict
 from ecap.store import Store
 from ecap.store.schema import RECORD_TABLES, ApiCall, SampleFailure
 from ecap.testing import run_spec
-from ecap_labelstudio.annotations import Annotation, Rejected, decide, read_export
+from ecap_labelstudio.annotations import (
+    Annotation,
+    ExportedTask,
+    Rejected,
+    decide,
+    read_export,
+    resolve,
+)
 from ecap_labelstudio.configs import shipped
-from ecap_labelstudio.source import LabelStudioConfig, LabelStudioSource
+from ecap_labelstudio.source import REJECTED, LabelStudioConfig, LabelStudioSource, Snapshot
 from ecap_labelstudio.tasks import ImageLocations, ImagePathError, instruction_task, safe_join
 
 DATA = Path(__file__).resolve().parent / "data" / "labelstudio"
@@ -139,7 +148,8 @@ def test_a_prefer_export_becomes_preferences(write_spec, tmp_path):
     preferences = records(tmp_path, "preference")
     instructions = {i.id: i for i in records(tmp_path, "instruction")}
     rewrite = next(i for i in instructions.values() if i.origin == "human")
-    assert rewrite.text == "Add a red hat to pair 1." and rewrite.parent_id is None
+    # 'none' over two candidates: the rewrite's parent is the first one shown (option A).
+    assert rewrite.text == "Add a red hat to pair 1." and rewrite.parent_id == rewritten[0]
     assert {(p.chosen_id, p.rejected_id) for p in preferences} == {
         (picked[1], picked[0]),  # B over A
         (rewrite.id, rewritten[0]),  # a rewrite over every candidate
@@ -360,9 +370,9 @@ def test_choices_are_read_by_alias_or_by_displayed_value():
         ],
     }
     (read,) = read_export([task], config)
-    assert not isinstance(read, type(None))
-    annotation = read.annotations[0]  # type: ignore[union-attr]
-    assert annotation.values["p0"] == ["P0:viewpoint"]
+    assert isinstance(read, ExportedTask) and not read.problems
+    (annotation,) = read.annotations
+    assert annotation.values["p0"] == ["P0:viewpoint"] and not annotation.problems
 
 
 def answer(**values: list[str]) -> Annotation:
@@ -515,3 +525,238 @@ def test_a_project_with_other_names_imports_through_controls_and_fields(write_sp
     assert humans == ["Bob's fix of pair 3.", "Make pair 1 bluer.", "Turn the ball of pair 0 blue."]
     models = {i.id: i for i in instructions if i.origin == "model"}
     assert all(i.parent_id in models for i in instructions if i.origin == "human")
+
+
+# -- what a step outputs, and where its records come from ----------------------------------------
+
+
+def step_outputs(tmp_path: Path, step: str) -> list[dict[str, str]]:
+    from ecap.store.schema import SampleResult
+
+    store = Store(f"sqlite:///{tmp_path / 'ecap.db'}")
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(SampleResult.outputs)).scalars().all()
+    return [refs for outputs in rows for refs in outputs]
+
+
+def test_a_source_step_outputs_human_results_and_keeps_model_instructions_as_lineage(
+    write_spec, tmp_path
+):
+    run_source(write_spec, tmp_path, "refine", "refine.json")
+    instructions = {i.id: i for i in records(tmp_path, "instruction")}
+    outputs = step_outputs(tmp_path, "old")
+    assert len(outputs) == 3  # three human instructions; the needs_fix model text is not one
+    assert all(instructions[o["instruction"]].origin == "human" for o in outputs)
+    for output in outputs:  # the model instructions are stored: lineage resolves
+        assert instructions[output["instruction"]].parent_id in instructions
+
+    run_source(write_spec, tmp_path / "shown", "refine", "refine.json", output_shown=True)
+    shown = step_outputs(tmp_path / "shown", "old")
+    origins = sorted(i.origin for i in records(tmp_path / "shown", "instruction"))
+    assert len(shown) == 6 and origins == ["human"] * 3 + ["model"] * 3  # asked for: both
+
+
+@pytest.mark.parametrize(
+    ("kind", "record_type"), [("prefer", "preference"), ("evaluate", "verdict")]
+)
+def test_json_and_json_min_exports_give_the_same_record_ids(
+    write_spec, tmp_path, kind, record_type
+):
+    run_source(write_spec, tmp_path / "json", kind, f"{kind}.json")
+    run_source(write_spec, tmp_path / "min", kind, f"{kind}-min.json")
+    for name in (record_type, "instruction"):
+        full = {r.id for r in records(tmp_path / "json", name)}
+        minimal = {r.id for r in records(tmp_path / "min", name)}
+        assert full and minimal == full, name  # skipped tasks of JSON produce no record either
+
+
+def test_ids_of_instructions_known_only_by_their_text_do_not_depend_on_the_format(tmp_path):
+    def shown_ids(file: str) -> set[str]:
+        exported = json.loads((DATA / file).read_text())
+        for task in exported:  # a project not made by ecap: no ids in the data
+            data = task.get("data", task)
+            data.pop("instruction_id", None)
+        path = tmp_path / file
+        path.write_text(json.dumps(exported))
+        source = LabelStudioSource(
+            LabelStudioConfig.model_validate(settings("refine", str(path))),
+            PluginContext(step_id="old", base_dir=DATA, work_dir=tmp_path),
+        )
+        rows = [r for r in source.rows() if "task" in r.data]
+        made = [i for out in source.load(rows) if isinstance(out, list) for i in out]
+        return {i.instruction.parent_id for i in made if i.instruction}  # type: ignore[misc]
+
+    full, minimal = shown_ids("refine.json"), shown_ids("refine-min.json")
+    assert len(full) == 3 and minimal == full
+    from ulid import ULID
+
+    assert all(ULID.from_str(i).timestamp > 0 for i in full)  # the first annotation's time
+
+
+def prefer_plugin(tmp_path: Path, context: PluginContext) -> LabelStudioSource:
+    config = LabelStudioConfig.model_validate(settings("prefer", "prefer.json"))
+    return LabelStudioSource(config, context)
+
+
+def test_prefer_candidates_of_other_batches_come_from_the_store_never_made_up(tmp_path):
+    task = json.loads((DATA / "prefer.json").read_text())[0]  # B picked over A
+    a_id, b_id = task["data"]["candidate_ids"]
+    pair = Pair.of(image("0-source.png"), image("0-target.png"))
+    a, b = (
+        Instruction(id=i, pair_id=pair.id, text=t, origin="model", author="vlm@2", candidate=n)
+        for n, (i, t) in enumerate(zip((a_id, b_id), task["data"]["candidates"], strict=True))
+    )
+    stored = {b.id: b}
+    context = PluginContext(
+        step_id="prefer",
+        base_dir=DATA,
+        work_dir=tmp_path,
+        records=lambda kind, ids: {
+            i: stored[i] for i in ids if kind == "instruction" and i in stored
+        },
+    )
+    (out,) = prefer_plugin(tmp_path, context).pull([(Item(pair=pair, instruction=a), "1")])
+    assert isinstance(out, list)
+    (chosen,) = out
+    assert chosen.instruction == b  # the stored record itself: author, candidate, meta kept
+    assert chosen.preference is not None and chosen.preference.rejected_id == a.id
+
+    stored.clear()  # B is nowhere: the task fails, no record is invented
+    lost = prefer_plugin(tmp_path, context).pull([(Item(pair=pair, instruction=a), "1")])
+    assert isinstance(lost[0], SampleError) and lost[0].error_type == "UnknownCandidate"
+    assert b_id in lost[0].message
+
+
+def test_a_nul_byte_in_an_image_reference_fails_that_task_alone(write_spec, tmp_path):
+    exported = json.loads((DATA / "refine.json").read_text())
+    exported[0]["data"]["source_image"] = "/data/local-files/?d=labelstudio/images/0\x00.png"
+    exported[1]["data"]["target_image"] = "labelstudio/images/1\x00-target.png"
+    path = tmp_path / "nul.json"
+    path.write_text(json.dumps(exported))
+    result = run_source(write_spec, tmp_path, "refine", str(path))
+    assert result.steps["old"].counts["failed"] == 2 and result.steps["old"].counts["done"] == 2
+    assert all("NUL byte" in m for m in failures(tmp_path))
+    local = ImageLocations("local-files", DATA / "images", DATA.parent, None)
+    with pytest.raises(ImagePathError, match="not a usable path"):
+        local.url_for(str(DATA / "images" / "a\x00.png"))
+
+
+def test_a_local_files_reference_must_lead_into_images_root_not_just_the_document_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "images").mkdir(parents=True)
+    (root / "private").mkdir()
+    local = ImageLocations("local-files", root / "images", root, None)
+    assert local.path_for("/data/local-files/?d=images/a.png") == root / "images" / "a.png"
+    with pytest.raises(ImagePathError, match="outside images_root"):
+        local.path_for("/data/local-files/?d=private/key.png")
+
+
+def test_an_item_no_task_can_be_made_for_gets_a_short_id_and_fails_on_pull(tmp_path):
+    source = plugin(tmp_path, "refine.json", images_root=str(DATA / "images"))
+    deep = tmp_path / ("x" * 200) / ("y" * 200)
+    deep.mkdir(parents=True)
+    outside = deep / "outside.png"
+    outside.write_bytes((DATA / "images" / "0-source.png").read_bytes())
+    item = pushed_item(0, "01JNOTPUSHEDBECAUSEOUTSIDE")
+    moved = Pair.of(ImageRef(uri=str(outside), sha256="a" * 64), item.pair.target)
+    item = Item(pair=moved, instruction=item.instruction.model_copy(update={"pair_id": moved.id}))  # type: ignore[union-attr]
+    source._server = Snapshot("refine", [])  # the project's tasks, as read from a server
+    source._storage_ready = True
+    assert source.push([item]) == [REJECTED]  # the long reason is not squeezed into the id
+    (error,) = source.pull([(item, REJECTED)])
+    assert isinstance(error, SampleError) and str(outside) in error.message
+
+
+def test_under_latest_a_superseded_broken_annotation_no_longer_fails_the_task():
+    def annotation(number: int, when: str, **values: list[str]) -> Annotation:
+        return Annotation(
+            id=str(number),
+            annotator="a",
+            created_at=when,
+            updated_at=when,
+            lead_time=None,
+            values=values,
+        )
+
+    broken = annotation(1, "2026-01-01T00:00:00Z", quality=["needs_fix"])  # no correction
+    fixed = annotation(2, "2026-01-02T00:00:00Z", quality=["needs_fix"], refined=["Fixed."])
+    task = ExportedTask("7", {}, None, (broken, fixed))
+    resolved = resolve("refine", task, ["orig"], "latest", 1)
+    assert resolved is not None and [d.text for _, d in resolved.chosen] == ["Fixed."]
+    with pytest.raises(Rejected, match="annotation 1 by a"):  # 'all' keeps it: it fails
+        resolve("refine", task, ["orig"], "all", 1)
+    truth = replace(annotation(3, "2025-12-31T00:00:00Z", quality=["accurate"]), ground_truth=True)
+    judged = ExportedTask("7", {}, None, (broken, fixed, truth))  # a reviewer settles it
+    settled = resolve("refine", judged, ["orig"], "agree", 1)
+    assert settled is not None and [a.id for a, _ in settled.chosen] == ["3"]
+
+
+def test_entries_that_match_no_item_are_reported_once_without_failing_others(tmp_path, caplog):
+    exported = json.loads((DATA / "refine.json").read_text())
+    items = [pushed_item(n, t["data"]["instruction_id"]) for n, t in enumerate(exported)]
+    source = plugin(tmp_path, "malformed.json")
+    with caplog.at_level("WARNING", logger="ecap.plugin"):
+        results = source.pull([(item, "?") for item in items])
+        source.pull([(items[0], "?")])
+    assert isinstance(results[0], list) and results[0]  # a good task still imports
+    summaries = [r.getMessage() for r in caplog.records if "match no item" in r.getMessage()]
+    assert len(summaries) == 1 and "2 entries that are not tasks" in summaries[0]
+    assert any("entry 5 of" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reused_project_must_hand_tasks_to_enough_annotators(tmp_path):
+    source = plugin(tmp_path, "refine.json", min_annotations=3)
+    project = {
+        "id": 5,
+        "title": "old",
+        "maximum_annotations": 1,
+        "parsed_label_config": {"refined": {"type": "TextArea"}, "quality": {"type": "Choices"}},
+    }
+    with pytest.raises(EcapError, match="hands each task to 1 annotator"):
+        source._check_project(project)
+    source._check_project({**project, "maximum_annotations": 3})
+
+
+def test_serve_writes_credentials_for_their_owner_only_and_takes_no_token_flag(tmp_path):
+    from click.testing import CliRunner
+
+    from ecap_labelstudio.cli import serve
+    from ecap_labelstudio.server import LocalServer, write_secret
+
+    secret = tmp_path / "api-token"
+    secret.write_text("old")
+    secret.chmod(0o644)
+    write_secret(secret, "s3cret")
+    assert secret.read_text() == "s3cret" and secret.stat().st_mode & 0o777 == 0o600
+    fresh = tmp_path / "admin-password"
+    write_secret(fresh, "pw")
+    assert fresh.stat().st_mode & 0o777 == 0o600
+
+    options = {o.name for o in serve.params}
+    assert "token" not in options  # a flag's value would show in `ps`
+    result = CliRunner().invoke(serve, ["--token", "x", "--document-root", str(tmp_path)])
+    assert result.exit_code != 0 and "No such option" in result.output
+
+    server = LocalServer(tmp_path / "data", venv=tmp_path / "no-venv")
+    with pytest.raises(EcapError, match="install-server"):
+        server.start()
+    assert not (tmp_path / "data").exists() or (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+
+
+def test_install_server_checks_the_installed_version(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from ecap_labelstudio import cli
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "label-studio").write_text("")
+    python = venv / "bin" / "python"
+    python.write_text("#!/bin/sh\necho 1.20.0\n")
+    python.chmod(0o755)
+    installs: list[str] = []
+    monkeypatch.setattr(cli, "install", lambda target, version: installs.append(version) or target)
+    same = CliRunner().invoke(cli.install_server, ["--venv", str(venv), "--version", "1.20.0"])
+    assert "already installed" in same.output and installs == []
+    other = CliRunner().invoke(cli.install_server, ["--venv", str(venv), "--version", "1.23.2"])
+    assert "holds label-studio 1.20.0; replacing it" in other.output and installs == ["1.23.2"]

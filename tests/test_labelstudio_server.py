@@ -284,14 +284,14 @@ def test_refine_refuses_images_outside_the_root_per_task(workspace):
         failure = conn.execute(select(SampleFailure)).mappings().one()
         rejected = (
             conn.execute(
-                select(ExternalTask.external_id).where(ExternalTask.external_id.like("rejected:%"))
+                select(ExternalTask.external_id).where(ExternalTask.external_id == "rejected")
             )
             .scalars()
             .all()
         )
     assert failure["error_type"] == "ImagePathError"
     assert "outside images_root" in failure["message"]
-    assert len(rejected) == 1
+    assert len(rejected) == 1  # the reason is the sample's failure, never part of the id
 
 
 def test_images_can_be_linked_by_url_instead_of_served_from_disk(workspace):
@@ -319,7 +319,11 @@ def test_prefer_groups_candidates_per_pair_and_imports_preferences(workspace):
         f"""
   pairs: {{source: csv, with: {{path: pairs.csv}}}}
   sft: {{caption: fake, from: pairs, with: {{candidates: 2}}}}
-  prefer: {{annotate: label-studio, from: sft, with: {workspace.with_block("prefer")}}}
+  prefer:
+    annotate: label-studio
+    from: sft
+    batch_size: 1  # each pull meets candidates of other batches: they come from the store
+    with: {workspace.with_block("prefer")}
 """
     )
     first = run_spec(spec)
@@ -357,7 +361,7 @@ def test_prefer_groups_candidates_per_pair_and_imports_preferences(workspace):
         (rewrite.id, add_ids[0]),  # the rewrite beats every candidate
         (rewrite.id, add_ids[1]),
     }
-    assert rewrite.parent_id is None  # 'none' picked: it corrects no candidate in particular
+    assert rewrite.parent_id == add_ids[0]  # 'none' picked: the first candidate shown
     assert all(p.meta["chosen_text"] and p.meta["rejected_text"] for p in preferences)
 
 
@@ -464,6 +468,8 @@ def test_evaluate_requires_agreement_when_asked(workspace):
     )
     run_spec(spec)
     client = workspace.server.client()
+    (project,) = client.projects(workspace.project)
+    assert client.project(project["id"])["maximum_annotations"] == 2  # two people get each task
     (task,) = workspace.tasks(client)
     annotate(client, task, [choice("verdict", "correct")])
     assert run_spec(spec).steps["grade"].counts["pending"] == 1  # one of two annotations

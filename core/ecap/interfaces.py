@@ -64,6 +64,12 @@ class PluginContext(BaseModel):
     logger: logging.Logger = Field(default_factory=lambda: logging.getLogger("ecap.plugin"))
     #: The store's call log (``ecap.calls.CallLog``): ask it before a paid call, write to it after.
     calls: Any = None
+    #: Records already in the store: ``records(record_type, ids) -> {id: record}`` (missing ids
+    #: left out), for plugins that meet ids of records written by other steps or batches.
+    records: Any = None
+    #: Store records that a step needs for lineage but does not output as items:
+    #: ``save_records(records)``, committed at once (a record already stored is left as it is).
+    save_records: Any = None
 
 
 def require(module: str, extra: str, plugin: str | None = None) -> Any:

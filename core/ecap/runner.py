@@ -165,6 +165,10 @@ class Runner:
         )
         event("step.start", step=step.id, plugin=step.plugin.name, step_run=step_run_id)
         plugin.context.calls = CallLog(self.store, step_run_id)
+        plugin.context.records = self.store.records
+        plugin.context.save_records = partial(
+            self.store.save_batch, step_run_id, step_key, step.id, [], []
+        )
         execution = _StepExecution(self, step, plugin, step_key, step_run_id, progress)
         try:
             if step.kind in AGGREGATE_KINDS:

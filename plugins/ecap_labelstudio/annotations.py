@@ -410,30 +410,28 @@ def resolve(
     task that is finished but cannot be read or resolved.
 
     A task is finished once it holds ``min_annotations`` annotations, submitted or skipped. If all
-    are skipped it produces nothing. Annotations marked ground truth win over the rule.
+    are skipped it produces nothing. Annotations marked ground truth win over the rule. Only the
+    annotations the outcome rests on are read, so a broken annotation that a later one (under
+    ``latest``) or a ground truth superseded no longer fails the task.
     """
     if task.problems:
         raise Rejected("; ".join(task.problems))
     if len(task.annotations) < min_annotations:
         return None
-    submitted = [a for a in task.annotations if not a.cancelled]
+    submitted = sorted((a for a in task.annotations if not a.cancelled), key=_order)
+    truth = [a for a in submitted if a.ground_truth]
+    used = truth[-1:] if truth else submitted[-1:] if rule == "latest" else submitted
     decided: list[tuple[Annotation, Decision]] = []
     problems: list[str] = []
-    for annotation in submitted:
+    for annotation in used:
         try:
             decided.append((annotation, decide(kind, annotation, shown)))
         except Rejected as exc:
             problems.append(f"annotation {annotation.id} by {annotation.annotator}: {exc}")
     if problems:
         raise Rejected("; ".join(problems))
-    decided.sort(key=lambda ad: (ad[0].when, ad[0].id))
-    truth = [ad for ad in decided if ad[0].ground_truth]
-    if truth:
-        return Resolved((truth[-1],))
-    if not decided or rule == "all":
+    if truth or not decided or rule in ("all", "latest"):
         return Resolved(tuple(decided))
-    if rule == "latest":
-        return Resolved((decided[-1],))
     groups: dict[tuple[str, ...], list[tuple[Annotation, Decision]]] = defaultdict(list)
     for ad in decided:
         groups[ad[1].key].append(ad)
@@ -443,6 +441,10 @@ def resolve(
     if rule == "majority" and 2 * len(largest) <= len(decided):
         raise Rejected(f"no majority among {len(decided)} annotations: {_tally(groups)}")
     return Resolved((largest[-1],))
+
+
+def _order(annotation: Annotation) -> tuple[datetime, str]:
+    return annotation.when, annotation.id
 
 
 def _tally(groups: Mapping[tuple[str, ...], Sequence[tuple[Annotation, Decision]]]) -> str:

@@ -5,12 +5,16 @@ The server gets a virtual environment of its own (see :mod:`ecap_labelstudio.ser
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import click
 
-from .server import VERSION, LocalServer, executable, install, venv_path
+from .server import VERSION, LocalServer, install, installed_version, venv_path, write_secret
+
+#: Where ``serve`` reads an admin token to preset; never a command-line flag, which ``ps`` shows.
+TOKEN_ENV = "ECAP_LABEL_STUDIO_TOKEN"
 
 
 @click.group("labelstudio")
@@ -30,9 +34,12 @@ def labelstudio_command() -> None:
 def install_server(venv: Path | None, version: str) -> None:
     """Install the Label Studio server into its own virtual environment."""
     target = venv or venv_path()
-    if executable(target) is not None and version == VERSION:
-        click.echo(f"Label Studio is already installed in {target}")
+    found = installed_version(target)
+    if found == version:
+        click.echo(f"Label Studio {version} is already installed in {target}")
         return
+    if found is not None:
+        click.echo(f"{target} holds label-studio {found}; replacing it")
     click.echo(f"installing label-studio=={version} into {target} (about a gigabyte)...")
     command = install(target, version)
     click.echo(f"installed: {command}")
@@ -53,16 +60,14 @@ def install_server(venv: Path | None, version: str) -> None:
     help="Folder the server may serve local images from (the spec's document_root).",
 )
 @click.option("--port", type=int, default=8080, show_default=True)
-@click.option(
-    "--token",
-    default=None,
-    help="Admin API token to create on first start (at least 6 characters; random if omitted; "
-    "only the first start of a data folder stores it).",
-)
-def serve(data_dir: Path, document_root: Path, port: int, token: str | None) -> None:
-    """Start Label Studio on 127.0.0.1 and keep it running until Ctrl-C."""
+def serve(data_dir: Path, document_root: Path, port: int) -> None:
+    """Start Label Studio on 127.0.0.1 and keep it running until Ctrl-C.
+
+    The admin's API token is random unless $ECAP_LABEL_STUDIO_TOKEN presets it (at least 6
+    characters; only the first start of a data folder stores it)."""
     # Credentials are created on the first start of a data folder only: keep them for the next.
     token_file, password_file = data_dir / "api-token", data_dir / "admin-password"
+    token = os.environ.get(TOKEN_ENV) or None
     if token is None and token_file.exists():
         token = token_file.read_text().strip()
     password = password_file.read_text().strip() if password_file.exists() else None
@@ -72,8 +77,7 @@ def serve(data_dir: Path, document_root: Path, port: int, token: str | None) -> 
     click.echo(f"starting Label Studio {VERSION} (the first start takes a minute)...")
     with server:
         for path, secret in ((token_file, server.token), (password_file, server.password)):
-            path.write_text(secret)
-            path.chmod(0o600)
+            write_secret(path, secret)
         click.echo(
             f"Label Studio is up at {server.url} (log: {server.log_file})\n"
             f"  sign in as {server.username} with the password in {password_file}\n"

@@ -115,14 +115,18 @@ class LabelStudioClient:
     def project(self, project_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/projects/{project_id}"))
 
-    def create_project(self, title: str, label_config: str, description: str) -> dict[str, Any]:
-        return dict(
-            self.request(
-                "POST",
-                "/api/projects",
-                json={"title": title, "label_config": label_config, "description": description},
-            )
-        )
+    def create_project(
+        self, title: str, label_config: str, description: str, *, maximum_annotations: int = 1
+    ) -> dict[str, Any]:
+        """``maximum_annotations`` is the overlap: how many people the server hands each task to
+        before it counts as completed there."""
+        body = {
+            "title": title,
+            "label_config": label_config,
+            "description": description,
+            "maximum_annotations": maximum_annotations,
+        }
+        return dict(self.request("POST", "/api/projects", json=body))
 
     def local_storages(self, project_id: int) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/storages/localfiles", params={"project": project_id}))

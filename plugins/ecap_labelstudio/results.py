@@ -4,18 +4,22 @@
   instruction, ``author`` = the annotator; ``meta`` keeps the quality choice and whether the text
   was edited. An ``unusable`` answer produces nothing.
 - **prefer**: for each rejected candidate, a :class:`Preference` (chosen, rejected). A rewrite
-  becomes a new human instruction (parent: the candidate it corrects) that is preferred over every
-  candidate; a picked candidate is preferred over the others; a tie produces nothing. The output
-  item carries the chosen instruction and the preference, whose ``meta`` holds both texts.
+  becomes a new human instruction that is preferred over every candidate; its parent is the
+  candidate picked alongside it, else the first candidate shown (option A, the one the annotator
+  read first), so every human instruction derives from a model instruction. A picked candidate is
+  preferred over the others; a tie produces nothing. The output item carries the chosen
+  instruction and the preference, whose ``meta`` holds both texts.
 - **evaluate**: a :class:`Verdict` with ``kind="human"``, ``judge="human:<annotator>"`` and
   ``labels`` = the defect codes at the graded severity (``[]`` for a correct instruction): what
   ``ecap report`` reads for its P0/P1/P2 table.
 
 Every record's ``meta["label_studio"]`` names the task, the annotation, its annotator, timestamps
 and lead time, the resolution rule, and a summary of every annotation of the task, skipped ones
-included. Ids are ULIDs made of the annotation's time and a hash of what it says: reading the same
-annotation twice (through the API, later from an export file) gives the same records, and ids sort
-by annotation time, so "the latest human verdict" is the latest annotation.
+included. Ids are ULIDs made of the annotation's time (when it was last saved) and a hash of
+the pair, the task id, the annotation id and the control the record comes from, nothing else:
+reading the same annotation twice (through the API, from a JSON or a JSON_MIN export) gives the
+same records, and ids sort by annotation time, so "the latest human verdict" is the latest
+annotation.
 """
 
 from __future__ import annotations
@@ -63,6 +67,12 @@ class RecordBuilder:
             return self._evaluate(item, task, resolved)
         return self._prefer(item, task, resolved, candidates)
 
+    @staticmethod
+    def record_id(item: Item, task: ExportedTask, annotation: Annotation, *control: str) -> str:
+        """The id of what ``control`` of ``annotation`` says about ``item``'s pair: the same in
+        every export format, since it uses nothing a format may leave out."""
+        return stable_id(annotation.when, item.pair.id, task.id, annotation.id, *control)
+
     def meta(self, task: ExportedTask, annotation: Annotation, **extra: Any) -> dict[str, Any]:
         return {
             "label_studio": {
@@ -83,9 +93,7 @@ class RecordBuilder:
             if decision.text is None:  # unusable: nothing to keep
                 continue
             human = Instruction(
-                id=stable_id(
-                    annotation.when, "refine", task.id, annotation.id, model.id, decision.text
-                ),
+                id=self.record_id(item, task, annotation, "refined"),
                 pair_id=item.pair.id,
                 text=decision.text,
                 origin="human",
@@ -107,14 +115,7 @@ class RecordBuilder:
         out = []
         for annotation, decision in resolved.chosen:
             verdict = Verdict(
-                id=stable_id(
-                    annotation.when,
-                    "evaluate",
-                    task.id,
-                    annotation.id,
-                    instruction.id,
-                    decision.codes,
-                ),
+                id=self.record_id(item, task, annotation, "verdict"),
                 pair_id=item.pair.id,
                 instruction_id=instruction.id,
                 reference_id=item.reference.id if item.reference else None,
@@ -142,9 +143,7 @@ class RecordBuilder:
             if chosen is None or chosen.id == rejected.id:
                 continue
             preference = Preference(
-                id=stable_id(
-                    annotation.when, "prefer", task.id, annotation.id, chosen.id, rejected.id
-                ),
+                id=self.record_id(item, task, annotation, "best", rejected.id),
                 pair_id=item.pair.id,
                 chosen_id=chosen.id,
                 rejected_id=rejected.id,
@@ -164,26 +163,14 @@ class RecordBuilder:
         candidates: Sequence[Instruction],
     ) -> Instruction | None:
         if decision.text is not None:  # a rewrite beats every candidate
-            parent = (
-                candidates[decision.pick]
-                if decision.pick is not None
-                else candidates[0]
-                if len(candidates) == 1
-                else None
-            )
+            # Its parent: the candidate picked with it, else the first one shown (option A).
+            parent = candidates[decision.pick if decision.pick is not None else 0]
             return Instruction(
-                id=stable_id(
-                    annotation.when,
-                    "rewrite",
-                    task.id,
-                    annotation.id,
-                    decision.text,
-                    parent.id if parent else None,
-                ),
+                id=self.record_id(item, task, annotation, "rewrite"),
                 pair_id=item.pair.id,
                 text=decision.text,
                 origin="human",
-                parent_id=parent.id if parent else None,
+                parent_id=parent.id,
                 author=annotation.annotator,
                 meta=self.meta(task, annotation),
             )

@@ -56,6 +56,31 @@ def executable(venv: Path | None = None) -> Path | None:
     return None
 
 
+def installed_version(venv: Path | None = None) -> str | None:
+    """The label-studio version installed in the environment, or ``None`` when there is none."""
+    venv = venv or venv_path()
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if executable(venv) is None or not python.exists():
+        return None
+    found = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    version = found.stdout.strip()
+    return version if found.returncode == 0 and version else None
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write a credential readable by its owner only, from the first byte on (never chmod after:
+    someone could open the file in between)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)  # a file that existed keeps its mode otherwise
+        out.write(secret)
+
+
 def install(venv: Path | None = None, version: str = VERSION) -> Path:
     """Create the environment (if needed) and install ``label-studio==version`` into it."""
     venv = venv or venv_path()
@@ -148,7 +173,9 @@ class LocalServer:
                 f"no Label Studio server in {self.venv or venv_path()}: install it with "
                 "`ecap labelstudio install-server` (or set ECAP_LABEL_STUDIO_VENV)"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data folder holds the database (users, tokens): its owner's only.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         self.document_root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with self.log_file.open("ab") as log:
@@ -230,4 +257,13 @@ class LocalServer:
         self.stop()
 
 
-__all__ = ["VERSION", "LocalServer", "executable", "free_port", "install", "venv_path"]
+__all__ = [
+    "VERSION",
+    "LocalServer",
+    "executable",
+    "free_port",
+    "install",
+    "installed_version",
+    "venv_path",
+    "write_secret",
+]

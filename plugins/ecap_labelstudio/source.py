@@ -37,7 +37,16 @@ from ecap.interfaces import (
 )
 from ecap.records import ImageRef, Instruction, Item, Pair, SampleError
 
-from .annotations import BadRow, ExportedTask, Rejected, Resolution, read_export, resolve
+from .annotations import (
+    EPOCH,
+    BadRow,
+    ExportedTask,
+    Rejected,
+    Resolution,
+    parse_time,
+    read_export,
+    resolve,
+)
 from .client import LabelStudioClient
 from .configs import TaskKind, shipped
 from .results import RecordBuilder, stable_id
@@ -53,6 +62,11 @@ from .tasks import (
 
 #: Task data fields a project made outside ecap may call differently (see ``fields``).
 DATA_FIELDS = ("source_image", "target_image", "instruction", "candidates")
+#: The data fields holding a task's two images.
+IMAGE_FIELDS = DATA_FIELDS[:2]
+#: The external task id of an item no task can be made for. The reason is not kept in the id (it
+#: may be long, and ids are short columns): pulling the item finds it again and fails the sample.
+REJECTED = "rejected"
 
 
 class LabelStudioConfig(PluginConfig):
@@ -110,6 +124,11 @@ class LabelStudioConfig(PluginConfig):
     )
     instruction_origin: Literal["model", "human", "reference"] = Field(
         "model", description="source steps: the origin of the instructions the tasks showed"
+    )
+    output_shown: bool = Field(
+        False,
+        description="source steps: also output the instructions the tasks showed as items; by "
+        "default they are stored for lineage only and the outputs are the human results",
     )
     controls: dict[str, str] = Field(
         default_factory=dict,
@@ -275,6 +294,7 @@ class LabelStudioSource(AnnotationSource):
                         name,
                         self.labels.xml,
                         f"{self.config.task} tasks of ecap step '{self.context.step_id}'",
+                        maximum_annotations=self.config.min_annotations,
                     )
                 )
             self._check_project(project)
@@ -294,6 +314,13 @@ class LabelStudioSource(AnnotationSource):
                     f"{self.config.task} tasks; choose another project, or map names with "
                     "`controls:`"
                 )
+        wanted, allowed = self.config.min_annotations, project.get("maximum_annotations", 1)
+        if isinstance(allowed, int) and allowed < wanted:
+            raise EcapError(
+                f"label-studio: project '{project.get('title')}' (id {project.get('id')}) hands "
+                f"each task to {allowed} annotator(s), so tasks never reach min_annotations "
+                f"{wanted}; raise 'Annotations per task' (overlap) in its settings"
+            )
 
     def _ensure_storage(self) -> None:
         """With local-files images, the project needs a local storage over images_root, or the
@@ -339,24 +366,32 @@ class LabelStudioSource(AnnotationSource):
     def _server_tasks(self) -> Snapshot:
         """The project's tasks as the server has them: what pushing checks against."""
         if self._server is None:
-            self._server = Snapshot(self.config.task, self._read_server())
+            self._server = self._report(Snapshot(self.config.task, self._read_server()))
         return self._server
 
     def _pulled_tasks(self) -> Snapshot:
         if not self.config.export_file:
             return self._server_tasks()
         if self._file is None:
-            self._file = Snapshot(self.config.task, self._read_file())
-            for bad in self._file.bad:
-                self.context.logger.warning("label-studio: %s: %s", bad.where, bad.message)
-            if self._file.foreign:
-                self.context.logger.warning(
-                    "label-studio: %d tasks of %s were not made by ecap for %s tasks; ignored",
-                    self._file.foreign,
-                    self.config.export_file,
-                    self.config.task,
-                )
+            self._file = self._report(Snapshot(self.config.task, self._read_file()))
         return self._file
+
+    def _report(self, snapshot: Snapshot) -> Snapshot:
+        """Say once per step what no item can claim: entries that are not tasks, and tasks that
+        ecap did not make for this kind of step. Nothing else fails because of them."""
+        where = self.config.export_file or "the project"
+        for bad in snapshot.bad:
+            self.context.logger.warning("label-studio: %s of %s: %s", bad.where, where, bad.message)
+        if snapshot.bad or snapshot.foreign:
+            self.context.logger.warning(
+                "label-studio: %s holds %d entries that are not tasks and %d tasks not made by "
+                "ecap for %s tasks; they match no item and are ignored",
+                where,
+                len(snapshot.bad),
+                snapshot.foreign,
+                self.config.task,
+            )
+        return snapshot
 
     # -- push -----------------------------------------------------------------------------------
 
@@ -386,8 +421,8 @@ class LabelStudioSource(AnnotationSource):
                 continue
             try:
                 payload = self._single_task(item)
-            except UnusableItem as exc:
-                ids[position] = f"rejected: {exc}"
+            except UnusableItem:
+                ids[position] = REJECTED  # pulling it fails the sample with the reason
                 continue
             assert item.instruction is not None
             key = (item.pair.id, item.instruction.id)
@@ -411,7 +446,7 @@ class LabelStudioSource(AnnotationSource):
                 if existing is not None:
                     ids[position] = existing.id
                 elif item.instruction is None:
-                    ids[position] = "rejected: the item has no instruction to show"
+                    ids[position] = REJECTED
                 else:
                     entry = fresh.setdefault(item.instruction.id, (item.instruction, []))
                     entry[1].append(position)
@@ -419,17 +454,23 @@ class LabelStudioSource(AnnotationSource):
                 continue
             pair = members[0][1].pair
             positions = [p for _, ps in fresh.values() for p in ps]
-            candidates = [ins for ins, _ in fresh.values()]
+            candidates = [(ins.id, ins.text) for ins, _ in fresh.values()]
             try:
                 open_task = tasks.open_task(pair_id)
                 if open_task is None:
                     new.append(({"data": prefer_data(pair, candidates, self.locations)}, positions))
                     continue
-                shown = self._candidates(pair_id, open_task)
+                shown = list(
+                    zip(
+                        map(str, open_task.data.get("candidate_ids") or []),
+                        map(str, open_task.data.get(self._field("candidates")) or []),
+                        strict=False,
+                    )
+                )
                 data = prefer_data(pair, [*shown, *candidates], self.locations)
-            except UnusableItem as exc:
+            except UnusableItem:
                 for position in positions:
-                    ids[position] = f"rejected: {exc}"
+                    ids[position] = REJECTED
                 continue
             self.client().update_task_data(int(open_task.id), data)
             tasks.replace(open_task, data)
@@ -467,7 +508,7 @@ class LabelStudioSource(AnnotationSource):
             if self.config.task == "prefer":
                 if item.instruction is None:
                     raise UnusableItem("the item has no instruction to show")
-                prefer_data(item.pair, [item.instruction], self.locations)
+                prefer_data(item.pair, [(item.instruction.id, "")], self.locations)
             else:
                 self._single_task(item)
         except UnusableItem as exc:
@@ -479,6 +520,8 @@ class LabelStudioSource(AnnotationSource):
     def _outcome(self, item: Item, task: ExportedTask) -> list[Item] | SampleError | None:
         if self.config.task == "prefer":
             candidates = self._candidates(item.pair.id, task)
+            if isinstance(candidates, SampleError):
+                return candidates
             shown = [c.text for c in candidates]
         else:
             candidates = []
@@ -494,16 +537,22 @@ class LabelStudioSource(AnnotationSource):
         self._audit(task)
         return self.builder.items(item, task, resolved, candidates)
 
-    def _candidates(self, pair_id: str, task: ExportedTask) -> list[Instruction]:
-        """The instructions a prefer task showed, in order: the records when known, else rebuilt
-        from the task's data."""
-        ids = task.data.get("candidate_ids") or []
-        texts = task.data.get(self._field("candidates")) or []
-        return [
-            self._known.get(str(i))
-            or Instruction(id=str(i), pair_id=pair_id, text=str(text), origin="model")
-            for i, text in zip(ids, texts, strict=False)
-        ]
+    def _candidates(self, pair_id: str, task: ExportedTask) -> list[Instruction] | SampleError:
+        """The instruction records a prefer task showed, in order: from this pull's items, else
+        from the store (candidates of other batches or runs). A candidate found in neither fails
+        the task: a record is never rebuilt from task data, which lacks its origin and author."""
+        ids = [str(i) for i in task.data.get("candidate_ids") or []]
+        missing = [i for i in ids if i not in self._known]
+        if missing and self.context.records is not None:
+            self._known.update(self.context.records("instruction", missing))
+        unknown = [i for i in ids if i not in self._known]
+        if unknown or not ids:
+            return SampleError(
+                error_type="UnknownCandidate",
+                message=f"task {task.id}: candidate instruction(s) {', '.join(unknown) or '-'} of "
+                f"pair {pair_id} are not in the store",
+            )
+        return [self._known[i] for i in ids]
 
     def _audit(self, task: ExportedTask) -> None:
         """Keep every finished task's annotations, skipped ones too, in the call log."""
@@ -537,14 +586,14 @@ class LabelStudioSource(AnnotationSource):
                     data={"error": f"{entry.where}: {entry.message}"},
                 )
                 continue
-            stats = [self._stat(entry.data.get(self._field(f))) for f in DATA_FIELDS[:2]]
+            stats = [self._stat(entry.data.get(self._field(f))) for f in IMAGE_FIELDS]
             key = digest("label-studio-task", self.config.task, entry.raw, stats)
             yield SourceRow(key=key, data={"task": entry})
 
     def _stat(self, reference: Any) -> list[int] | None:
         try:
             stat = self.locations.path_for(reference).stat()
-        except (ImagePathError, OSError):
+        except (ValueError, OSError):  # ImagePathError is a ValueError; loading reports it
             return None
         return [stat.st_size, stat.st_mtime_ns]
 
@@ -593,9 +642,15 @@ class LabelStudioSource(AnnotationSource):
         self._audit(task)
         bases = [Item(pair=pair, instruction=s) for s in shown]
         made = [o for b in bases for o in self.builder.items(b, task, resolved, shown)]
-        if not made or self.config.task == "evaluate":
-            return made  # a verdict's item carries its instruction already
-        return bases + made  # the instructions that human records derive from
+        if not made:
+            return []
+        if self.config.output_shown and self.config.task != "evaluate":
+            return bases + made  # a verdict's item carries its instruction already
+        # The instructions the human records derive from are lineage, not outputs: a training
+        # step reading this one must not learn from them (a needs_fix one least of all).
+        if self.context.save_records is not None:
+            self.context.save_records([pair, *shown])
+        return made
 
     def _shown(self, task: ExportedTask, pair: Pair) -> list[Instruction] | SampleError:
         """The instructions an exported task showed, as records: their ids when ecap made the
@@ -621,9 +676,19 @@ class LabelStudioSource(AnnotationSource):
         ids = data.get("candidate_ids") if prefer else [data.get("instruction_id")]
         if not isinstance(ids, list) or len(ids) != len(texts):
             ids = [None] * len(texts)
+        # Ids derived from the text take the time of the task's first submitted annotation:
+        # both export formats have it (JSON_MIN has no task creation time, nor skipped ones).
+        first = min(
+            (
+                when
+                for a in task.annotations
+                if not a.cancelled and (when := parse_time(a.created_at))
+            ),
+            default=EPOCH,
+        )
         return [
             Instruction(
-                id=str(i) if i else stable_id(task.when, "instruction", pair.id, n, text),
+                id=str(i) if i else stable_id(first, "instruction", pair.id, n, text),
                 pair_id=pair.id,
                 text=text,
                 origin=self.config.instruction_origin,

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ecap.defects import effective, is_valid
-from ecap.records import Instruction, Item, Pair
+from ecap.records import Item, Pair
 
 from .annotations import NONE_OPTION, TIE_OPTION, option_values
 from .configs import TaskKind
@@ -36,6 +37,8 @@ class ImagePathError(UnusableItem):
 
 def safe_join(root: Path, relative: str) -> Path:
     """``root / relative``, refusing absolute paths, ``..`` and links that lead out of ``root``."""
+    if "\x00" in relative:
+        raise ImagePathError(f"image path {relative!r} contains a NUL byte")
     posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
     if not relative or posix.is_absolute() or windows.is_absolute() or windows.drive:
         raise ImagePathError(f"image path '{relative}' is absolute; it must be relative to {root}")
@@ -66,7 +69,10 @@ class ImageLocations:
     def url_for(self, uri: str) -> str:
         if uri.startswith(REMOTE):
             return uri
-        path = Path(uri.removeprefix("file://")).resolve()
+        try:
+            path = Path(uri.removeprefix("file://")).resolve()
+        except (ValueError, OSError) as exc:  # a NUL byte, a loop of links
+            raise ImagePathError(f"image {uri!r} is not a usable path: {exc}") from exc
         root = self._root()
         if not path.is_relative_to(root):
             raise ImagePathError(f"image {path} is outside images_root {root}")
@@ -78,14 +84,27 @@ class ImageLocations:
         return LOCAL_FILES + "?d=" + quote(relative.as_posix())
 
     def path_for(self, value: Any) -> Path:
-        """The local file an exported task's image reference points at."""
+        """The local file an exported task's image reference points at, always inside
+        ``images_root`` (when set): a local-files URL names a path below the document root, but
+        only the images folder may be read."""
         if not isinstance(value, str) or not value:
             raise ImagePathError(f"image reference {value!r} is not a path or URL")
+        try:
+            return self._path_for(value)
+        except ImagePathError:
+            raise
+        except (ValueError, OSError) as exc:  # a NUL byte, a loop of links
+            raise ImagePathError(f"image reference {value!r} is not a usable path: {exc}") from exc
+
+    def _path_for(self, value: str) -> Path:
         if value.startswith(LOCAL_FILES):
             if self.document_root is None:
                 raise ImagePathError(f"{value}: set document_root to read local-files images")
             found = parse_qs(urlsplit(value).query).get("d", [""])[0]
-            return safe_join(self.document_root, found)
+            path = safe_join(self.document_root, found)
+            if self.images_root is not None and not path.is_relative_to(self._root()):
+                raise ImagePathError(f"image {path} is outside images_root {self._root()}")
+            return path
         prefix = self.image_url.split("{path}")[0] if self.image_url else None
         if prefix and value.startswith(prefix):
             return safe_join(self._root(), unquote(value[len(prefix) :]))
@@ -106,9 +125,7 @@ class ImageLocations:
 def check_roots(locations: ImageLocations) -> str | None:
     """A configuration problem with the roots, or ``None``. Label Studio refuses a storage equal
     to its document root, and only serves files below it."""
-    if locations.mode == "url":
-        if not locations.image_url or "{path}" not in locations.image_url:
-            return "images: url needs image_url, a URL template containing {path}"
+    if locations.mode == "url":  # the config checks image_url itself
         if locations.images_root is None:
             return "images: url needs images_root, the folder image_url serves"
         return None
@@ -161,13 +178,14 @@ def instruction_task(kind: TaskKind, item: Item, locations: ImageLocations) -> d
 
 
 def prefer_data(
-    pair: Pair, candidates: list[Instruction], locations: ImageLocations
+    pair: Pair, candidates: Sequence[tuple[str, str]], locations: ImageLocations
 ) -> dict[str, Any]:
-    """A prefer task's data: the candidates as the options of the ``best`` choice."""
+    """A prefer task's data: the candidates, (instruction id, text) in order, as the options of
+    the ``best`` choice."""
     letters = option_values(len(candidates))
     options = [
-        {"value": letter, "html": f"<b>{letter}</b>: {html.escape(c.text)}"}
-        for letter, c in zip(letters, candidates, strict=True)
+        {"value": letter, "html": f"<b>{letter}</b>: {html.escape(text)}"}
+        for letter, (_, text) in zip(letters, candidates, strict=True)
     ]
     if len(candidates) > 1:
         options.append({"value": TIE_OPTION, "html": "They are equally good"})
@@ -175,10 +193,10 @@ def prefer_data(
     return {
         **_images(pair, locations),
         "options": options,
-        "candidates": [c.text for c in candidates],
+        "candidates": [text for _, text in candidates],
         "ecap_task": "prefer",
         "pair_id": pair.id,
-        "candidate_ids": [c.id for c in candidates],
+        "candidate_ids": [instruction_id for instruction_id, _ in candidates],
     }
 
 
