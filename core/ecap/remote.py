@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -77,6 +78,38 @@ def retry_after(response: Any) -> float | None:
         except ValueError:
             continue
     return None
+
+
+@contextlib.contextmanager
+def transient_failures(
+    status_error: type[BaseException], status_of: Callable[[Any], int | None]
+) -> Iterator[None]:
+    """Turn an SDK's transient failures into :class:`Retryable`: its status errors with a
+    status in :data:`RETRY_STATUS` (with the server's Retry-After), and transport errors.
+    Anything else propagates unchanged."""
+    try:
+        yield
+    except status_error as exc:
+        if status_of(exc) in RETRY_STATUS:
+            raise Retryable(str(exc), retry_after(getattr(exc, "response", None))) from exc
+        raise
+    except Exception as exc:
+        if is_transport_error(exc):
+            raise Retryable(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+async def post_chat_completion(openai: Any, client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``/chat/completions`` through an ``openai`` client with the body exactly as built.
+
+    The SDK's typed ``chat.completions.create`` re-validates every nested part of a body, which
+    costs several milliseconds of CPU per call: more than everything else a call does here.
+    """
+    with transient_failures(openai.APIStatusError, lambda exc: exc.status_code):
+        response = await client.post("/chat/completions", body=body, cast_to=object)
+    if not isinstance(response, dict):  # a body that is not JSON comes back as text
+        raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
+    return response
 
 
 class RemotePolicy(PluginConfig):

@@ -14,12 +14,9 @@ from pydantic import Field
 
 from ecap.interfaces import require
 from ecap.remote import (
-    RETRY_STATUS,
     Reply,
-    Retryable,
     gemini_reply,
-    is_transport_error,
-    retry_after,
+    transient_failures,
 )
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
@@ -69,18 +66,10 @@ class GeminiProvider(Provider):
         )
 
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        try:
+        with transient_failures(self.errors.APIError, lambda exc: exc.code):
             response = await self.client.aio.models.generate_content(
                 model=request.model, contents=self._contents(request), config=self._config(request)
             )
-        except self.errors.APIError as exc:
-            if exc.code in RETRY_STATUS:
-                raise Retryable(str(exc), retry_after(exc.response)) from exc
-            raise
-        except Exception as exc:
-            if is_transport_error(exc):
-                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
-            raise
         return gemini_reply(response)
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:

@@ -13,13 +13,11 @@ from pydantic import Field
 
 from ecap.interfaces import require
 from ecap.remote import (
-    RETRY_STATUS,
     Reply,
     Retryable,
     data_uri,
-    is_transport_error,
     openai_reply,
-    retry_after,
+    post_chat_completion,
     two_image_content,
 )
 
@@ -81,24 +79,9 @@ class OpenAIProvider(Provider):
         return {**body, **self.config.extra_body}
 
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        # The body is posted as built (it is exactly a batch line's body): the SDK's typed
-        # ``chat.completions.create`` re-validates every nested part of it, which costs several
-        # milliseconds of CPU per call, more than everything else a judge call does here.
-        try:
-            response = await self.client.post(
-                "/chat/completions", body=self.body(request), cast_to=object
-            )
-        except self.openai.APIStatusError as exc:
-            if exc.status_code in RETRY_STATUS:
-                raise Retryable(str(exc), retry_after(exc.response)) from exc
-            raise
-        except Exception as exc:
-            if is_transport_error(exc):
-                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
-            raise
-        if not isinstance(response, dict):  # a body that is not JSON comes back as text
-            raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
-        return openai_reply(response)
+        return openai_reply(
+            await post_chat_completion(self.openai, self.client, self.body(request))
+        )
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         lines = "".join(

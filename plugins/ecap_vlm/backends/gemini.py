@@ -18,12 +18,9 @@ from pydantic import Field
 from ecap.errors import EcapError
 from ecap.interfaces import require, transport_field
 from ecap.remote import (
-    RETRY_STATUS,
     Reply,
-    Retryable,
     gemini_reply,
-    is_transport_error,
-    retry_after,
+    transient_failures,
 )
 
 from .base import TRUNCATED, VLMRequest
@@ -125,20 +122,12 @@ class GeminiBackend(RemoteBackend):
 
     async def send(self, request: VLMRequest, candidate: int) -> Reply:
         client = self.client()
-        try:
+        with transient_failures(self._errors.APIError, lambda exc: exc.code):
             response = await client.aio.models.generate_content(
                 model=self.model,
                 contents=self.contents(request),
                 config=self.config(request, candidate),
             )
-        except self._errors.APIError as exc:
-            if exc.code in RETRY_STATUS:
-                raise Retryable(str(exc), retry_after(exc.response)) from exc
-            raise
-        except Exception as exc:
-            if is_transport_error(exc):
-                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
-            raise
         reply = gemini_reply(response)
         if reply.finish_reason == "MAX_TOKENS":
             reply = dataclasses.replace(reply, finish_reason=TRUNCATED)

@@ -22,12 +22,9 @@ from pydantic import Field
 
 from ecap.interfaces import require, transport_field
 from ecap.remote import (
-    RETRY_STATUS,
     Reply,
-    Retryable,
-    is_transport_error,
     openai_reply,
-    retry_after,
+    post_chat_completion,
 )
 
 from .base import TRUNCATED, VLMRequest
@@ -90,21 +87,7 @@ class OpenAICompatibleBackend(RemoteBackend):
 
     async def send(self, request: VLMRequest, candidate: int) -> Reply:
         client = self.client()
-        try:
-            # Posted as built: the typed create() would re-validate every nested part.
-            response = await client.post(
-                "/chat/completions", body=self.body(request, candidate), cast_to=dict[str, Any]
-            )
-        except self._openai.APIStatusError as exc:
-            if exc.status_code in RETRY_STATUS:
-                raise Retryable(str(exc), retry_after(exc.response)) from exc
-            raise
-        except Exception as exc:
-            if is_transport_error(exc):
-                raise Retryable(f"{type(exc).__name__}: {exc}") from exc
-            raise
-        if not isinstance(response, dict):  # a body that is not JSON comes back as text
-            raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
+        response = await post_chat_completion(self._openai, client, self.body(request, candidate))
         return _reply(response)
 
 
