@@ -21,11 +21,9 @@ from typing import Any
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from ecap.store import Store
 from ecap.store.schema import ApiCall, InstructionRow, Run, SampleFailure, VerdictRow
-from ecap.testing import FakeLLMServer, LLMRequest, run_spec
+from ecap.testing import FakeLLMServer, LLMRequest, query_store, run_spec
 
 pytest.importorskip("google.genai")
 pytest.importorskip("openai")
@@ -156,12 +154,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def query(folder: Path, statement: Any) -> list[Any]:
-    store = Store(f"sqlite:///{folder / 'ecap.db'}")
-    try:
-        with Session(store.engine) as session:
-            return list(session.scalars(statement))
-    finally:
-        store.close()
+    return query_store(folder / "ecap.db", statement)
 
 
 def verdicts(folder: Path) -> list[VerdictRow]:

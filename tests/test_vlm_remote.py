@@ -22,12 +22,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from ecap.records import SampleError
-from ecap.store import Store
 from ecap.store.schema import ApiCall, InstructionRow, SampleFailure
-from ecap.testing import FakeLLMServer, LLMReply, LLMRequest, run_spec
+from ecap.testing import FakeLLMServer, LLMReply, LLMRequest, query_store, run_spec
 
 pytest.importorskip("openai")
 pytest.importorskip("google.genai")
@@ -102,12 +100,7 @@ def write_spec(
 
 
 def query(folder: Path, statement: Any) -> list[Any]:
-    store = Store(f"sqlite:///{folder / 'ecap.db'}")
-    try:
-        with Session(store.engine) as session:
-            return list(session.scalars(statement))
-    finally:
-        store.close()
+    return query_store(folder / "ecap.db", statement)
 
 
 def captions(folder: Path) -> list[InstructionRow]:

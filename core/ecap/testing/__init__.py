@@ -5,6 +5,7 @@
 - :class:`FakeLLMServer` (:mod:`ecap.testing.llm_server`): a local server speaking the Gemini and
   OpenAI REST protocols to their real SDKs, with scripted answers and injectable faults.
 - :func:`make_pairs`: tiny real PNG pairs and a CSV listing them (optionally corrupt ones).
+- :func:`run_spec` runs a spec without progress bars; :func:`query_store` reads rows back.
 - :mod:`ecap.testing.tiny_vlm`: tiny random Qwen3-VL, Qwen2.5-VL and GLM-4.5V models with real
   tokenizers and processors, saved for ``from_pretrained`` (``python -m ecap.testing.tiny_vlm``).
 - Fixtures (see :mod:`ecap.testing.pytest_plugin`): ``ecap_store`` (a temporary store),
@@ -13,7 +14,7 @@
 """
 
 from .fakes import FakeAnnotator, FakeCaptioner, FakeFilter, FakeJudge, reset_fakes
-from .helpers import make_pairs, registry_with_fakes, run_spec
+from .helpers import make_pairs, query_store, registry_with_fakes, run_spec
 from .llm_server import FakeLLMServer, LLMError, LLMReply, LLMRequest
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "LLMReply",
     "LLMRequest",
     "make_pairs",
+    "query_store",
     "registry_with_fakes",
     "reset_fakes",
     "run_spec",

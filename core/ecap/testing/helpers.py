@@ -78,3 +78,17 @@ def run_spec(
     options.setdefault("progress", False)
     options.setdefault("retry_delay", 0.01)
     return Runner(spec, store, RunOptions(**options)).run()
+
+
+def query_store(store: str | Path, statement: Any) -> list[Any]:
+    """The scalars a SQLAlchemy ``select`` returns from a store (a URL or a SQLite file path),
+    e.g. ``query_store(tmp_path / "ecap.db", select(VerdictRow))``, for assertions in tests."""
+    from sqlalchemy.orm import Session
+
+    url = str(store) if "://" in str(store) else f"sqlite:///{store}"
+    opened = Store(url)
+    try:
+        with Session(opened.engine) as session:
+            return list(session.scalars(statement))
+    finally:
+        opened.close()
