@@ -11,19 +11,23 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from ecap.store.schema import ApiCall, InstructionRow, Run, SampleFailure, VerdictRow
-from ecap.testing import FakeLLMServer, LLMRequest, query_store, run_spec
+from ecap.store.schema import InstructionRow, Run, SampleFailure, VerdictRow
+from ecap.testing import (
+    FakeLLMServer,
+    LLMRequest,
+    count_api_calls,
+    kill_run_when,
+    query_store,
+    run_spec,
+)
 
 pytest.importorskip("google.genai")
 pytest.importorskip("openai")
@@ -162,7 +166,7 @@ def verdicts(folder: Path) -> list[VerdictRow]:
 
 
 def api_calls(folder: Path, status: str) -> int:
-    return int(query(folder, select(func.count()).where(ApiCall.status == status))[0])
+    return count_api_calls(folder / "ecap.db", status)
 
 
 def by_instruction(rows: list[VerdictRow], folder: Path) -> dict[str, VerdictRow]:
@@ -245,17 +249,11 @@ def test_unparsable_answers_fail_their_sample_and_are_never_guessed(workdir: Pat
 def test_a_killed_judging_step_resumes_without_resending_finished_calls(workdir: Path) -> None:
     with FakeLLMServer(scripted_judge, latency=0.2) as server:
         spec = write_spec(workdir, server, "openai", max_concurrent_calls=2)
-        child = subprocess.Popen(
+        kill_run_when(
             [sys.executable, "-m", "ecap.cli", "pipeline", "run", str(spec), "--no-progress"],
+            lambda: server.count() >= 7,
             env={**os.environ, "FAKE_LLM_KEY": "sk-fake"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while server.count() < 7 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
         assert server.count() < PAIRS * AXES, "killed half-way through"
 
         logged = api_calls(workdir, "ok")

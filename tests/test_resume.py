@@ -4,18 +4,15 @@ recomputes nothing that had been committed."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from ecap.store import Store
 from ecap.store.schema import InstructionRow, PairRow, SampleResult, StepRun
-from ecap.testing import make_pairs
+from ecap.testing import kill_run_when, make_pairs
 
 RUN_WITH_FAKES = """
 import sys
@@ -44,12 +41,7 @@ def test_a_killed_run_resumes_without_repeating_or_losing_work(write_spec, tmp_p
     script.write_text(RUN_WITH_FAKES)
     command = [sys.executable, str(script), "pipeline", "run", str(spec), "--no-progress"]
 
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while _lines(history) < 10 and time.monotonic() < deadline:  # five batches reached the model
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_run_when(command, lambda: _lines(history) >= 10)  # five batches reached the model
     assert 10 <= _lines(history) < 20, "the kill must land half-way"
 
     store = Store(f"sqlite:///{tmp_path / 'ecap.db'}")

@@ -13,19 +13,25 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ecap.records import SampleError
-from ecap.store.schema import ApiCall, InstructionRow, SampleFailure
-from ecap.testing import FakeLLMServer, LLMReply, LLMRequest, query_store, run_spec
+from ecap.store.schema import InstructionRow, SampleFailure
+from ecap.testing import (
+    FakeLLMServer,
+    LLMReply,
+    LLMRequest,
+    count_api_calls,
+    kill_run_when,
+    query_store,
+    run_spec,
+)
 
 pytest.importorskip("openai")
 pytest.importorskip("google.genai")
@@ -108,7 +114,7 @@ def captions(folder: Path) -> list[InstructionRow]:
 
 
 def api_calls(folder: Path, status: str) -> int:
-    return int(query(folder, select(func.count()).where(ApiCall.status == status))[0])
+    return count_api_calls(folder / "ecap.db", status)
 
 
 def assert_each_pair_captioned_once(folder: Path) -> None:
@@ -200,17 +206,11 @@ def test_rate_limits_server_errors_drops_and_timeouts_lose_and_duplicate_nothing
 def test_a_killed_step_resumes_without_resending_finished_calls(workdir: Path) -> None:
     with FakeLLMServer(captioner, latency=0.3) as server:
         spec = write_spec(workdir, server, options={"max_concurrent_calls": 1})
-        child = subprocess.Popen(
+        kill_run_when(
             [sys.executable, "-m", "ecap.cli", "pipeline", "run", str(spec), "--no-progress"],
+            lambda: server.count() >= 3,
             env={**os.environ, "FAKE_LLM_KEY": "sk-fake"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while server.count() < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
 
         logged = api_calls(workdir, "ok")
         assert 2 <= logged < PAIRS, "killed half-way, with answers logged"

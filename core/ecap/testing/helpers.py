@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +96,31 @@ def query_store(store: str | Path, statement: Any) -> list[Any]:
             return list(session.scalars(statement))
     finally:
         opened.close()
+
+
+def kill_run_when(
+    command: list[str],
+    ready: Callable[[], bool],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> None:
+    """Start ``command`` (e.g. ``ecap pipeline run``), SIGKILL it as soon as ``ready()`` is true
+    (or after ``timeout`` seconds), and wait for it: how tests show that a killed run resumes."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def count_api_calls(store: str | Path, status: str) -> int:
+    """Rows of the store's call log with this status (ok, error, rejected, submitted)."""
+    from sqlalchemy import func, select
+
+    from ..store.schema import ApiCall
+
+    return int(query_store(store, select(func.count()).where(ApiCall.status == status))[0])
