@@ -4,6 +4,9 @@
   for the test (so CLI calls in-process see it too), with every fake's history reset.
 - ``ecap_store``: a fresh SQLite store in the test's temporary folder.
 - ``ecap_pairs``: six tiny image pairs and their CSV in the test's temporary folder.
+- Every test gets ecap's logger back as it found it (handlers, level, propagation): a CLI call
+  inside one test configures logging for the process and must not change what the next test's
+  ``caplog`` sees.
 - ``fake_llm_server``: a :class:`~ecap.testing.llm_server.FakeLLMServer` on 127.0.0.1 speaking the
   Gemini and OpenAI protocols, with no latency and the default responder; set ``.responder`` or
   ``.latency`` and ``inject`` faults as the test needs. Stopped after the test.
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +30,14 @@ from ..store import Store
 from .fakes import reset_fakes
 from .helpers import make_pairs, registry_with_fakes
 from .llm_server import FakeLLMServer
+
+
+@pytest.fixture(autouse=True)
+def _ecap_logger_restored() -> Iterator[None]:
+    logger = logging.getLogger("ecap")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture
