@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from ecap.hashing import semantic_config
-from ecap_vlm.backends import BACKENDS, backend_class
+from ecap.vlm import backend_class, backend_names
 from ecap_vlm.captioner import VLMCaptionerConfig
 from ecap_vlm.cleaning import UnusableAnswer, clean_answer
 from ecap_vlm.glm import GLMCaptionerConfig
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_importing_the_plugin_and_every_backend_loads_no_heavy_library() -> None:
     code = (
         "import sys, ecap_vlm\n"
-        "from ecap_vlm.backends import backend_class\n"
+        "from ecap.vlm import backend_class\n"
         "for name in ('transformers', 'openai-compatible', 'gemini'): backend_class(name)\n"
         "heavy = {'torch', 'transformers', 'openai', 'google.genai', 'vllm'} & set(sys.modules)\n"
         "print(sorted(heavy))\n"
@@ -193,7 +193,7 @@ def test_a_missing_extra_names_the_install_line(
 
     from ecap.errors import MissingExtraError
     from ecap.interfaces import PluginContext
-    from ecap_vlm.backends import make_backend
+    from ecap.vlm import make_backend
 
     monkeypatch.setitem(sys.modules, "openai", None)  # as if it were not installed
     context = PluginContext(step_id="s", base_dir=tmp_path, work_dir=tmp_path)
@@ -205,7 +205,7 @@ def test_a_missing_extra_names_the_install_line(
 
 
 def test_every_backend_name_resolves_or_says_what_is_missing() -> None:
-    for name in BACKENDS:
+    for name in backend_names():
         if name == "vllm":
             continue  # provided by its own module; see tests/test_vlm_vllm*.py
         assert backend_class(name).name == name
@@ -245,7 +245,7 @@ def test_a_missing_api_key_fails_before_any_call_naming_the_variable(
     import asyncio
 
     from ecap.errors import EcapError
-    from ecap_vlm.backends import make_backend
+    from ecap.vlm import make_backend
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("EMPTY_KEY", "")  # what ${env:EMPTY_KEY:-} gives: unset, too
@@ -273,7 +273,7 @@ def test_relative_model_and_processor_paths_resolve_against_the_spec_folder_only
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ecap.errors import EcapError
-    from ecap_vlm.backends import make_backend
+    from ecap.vlm import make_backend
 
     spec_dir, elsewhere = tmp_path / "spec", tmp_path / "cwd"
     for folder in (spec_dir / "weights", spec_dir / "proc", elsewhere / "only-here"):
@@ -297,7 +297,7 @@ def test_relative_model_and_processor_paths_resolve_against_the_spec_folder_only
 
 
 def test_the_weights_hash_ignores_training_leftovers(tmp_path: Path) -> None:
-    from ecap_vlm.backends.identity import folder_hash
+    from ecap.models import folder_hash
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"weights")
@@ -312,7 +312,7 @@ def test_the_weights_hash_ignores_training_leftovers(tmp_path: Path) -> None:
 
 
 def test_candidates_token_counts_add_up_to_the_requests() -> None:
-    from ecap_vlm.backends.base import Generation
+    from ecap.vlm import Generation
 
     generation = Generation(texts=("a", "b", "c"), tokens_in=100, tokens_out=31)
     shares = [generation.tokens_of(i) for i in range(3)]

@@ -391,8 +391,8 @@ def test_one_backend_serves_two_consecutive_event_loops(workdir: Path) -> None:
 
     from ecap.images import PreparedImage
     from ecap.interfaces import PluginContext
-    from ecap_vlm.backends import make_backend
-    from ecap_vlm.backends.base import Sampling, VLMRequest
+    from ecap.vlm import make_backend
+    from ecap.vlm import Sampling, VLMRequest
 
     image = (workdir / "data" / "images").glob("*.png").__next__().read_bytes()
     prepared = PreparedImage(image, "image/png", hashlib.sha256(image).hexdigest())

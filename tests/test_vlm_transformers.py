@@ -93,7 +93,7 @@ def test_each_architecture_captions_the_quickstart_pairs_and_names_its_weights(
     rows = instructions(spec)
     assert len(rows) == PAIRS
     assert len({row.pair_id for row in rows}) == PAIRS
-    from ecap_vlm.backends.identity import folder_hash
+    from ecap.models import folder_hash
 
     weights = folder_hash(model)
     assert all(row.author == f"{model}#{weights}" for row in rows)
@@ -217,8 +217,8 @@ def test_glm_turns_thinking_off_through_the_chat_template(
 def backend_and_requests(model: Path, count: int) -> tuple[Any, list[Any]]:
     from ecap.images import prepare_image
     from ecap.records import ImageRef
-    from ecap_vlm.backends import make_backend
-    from ecap_vlm.backends.base import Sampling, VLMRequest
+    from ecap.vlm import make_backend
+    from ecap.vlm import Sampling, VLMRequest
 
     context = PluginContext(step_id="t", base_dir=model.parent, work_dir=model.parent)
     backend = make_backend(

@@ -40,9 +40,9 @@ from ecap.records import Item, SampleError
 from ecap.store import Store
 from ecap.store.schema import InstructionRow
 from ecap.testing import run_spec
-from ecap_vlm.backends import make_backend
-from ecap_vlm.backends.base import Generation, ImageInput, Sampling, VLMRequest
-from ecap_vlm.backends.identity import folder_hash
+from ecap.vlm import make_backend
+from ecap.vlm import Generation, ImageInput, Sampling, VLMRequest
+from ecap.models import folder_hash
 from ecap_vlm.backends.vllm import VLLMBackend, VLLMOptions, lora_rank, sampling_params
 
 REPO = Path(__file__).resolve().parent.parent

@@ -47,6 +47,14 @@ def register_exporters(register: Register) -> None:
 
 
 @hookspec
+def register_vlm_backends(register: Register) -> None:
+    """Register VLM backends (:class:`ecap.vlm.VLMBackend`), usable as ``backend:`` by any plugin
+    that runs a VLM through :func:`ecap.vlm.make_backend`. ``register(name, "module:Class")``
+    keeps the backend's module (and its heavy imports) unloaded until a spec uses it; the class
+    itself is accepted too."""
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add click commands or groups to the ``ecap`` command line."""
 

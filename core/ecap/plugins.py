@@ -45,9 +45,20 @@ class BrokenPlugin:
     detail: str
 
 
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A registered shared service (a VLM backend): its lazy target and who registered it."""
+
+    name: str
+    target: Any  # "module:Class", or the class itself
+    package: str
+    version: str
+
+
 @dataclass
 class Registry:
     plugins: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
+    vlm_backends: dict[str, ServiceInfo] = field(default_factory=dict)
     conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
     broken: list[BrokenPlugin] = field(default_factory=list)
     manager: pluggy.PluginManager | None = None
@@ -163,7 +174,35 @@ def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Reg
                         traceback.format_exc(),
                     )
                 )
+    _collect_vlm_backends(registry, pm, owners)
     return registry
+
+
+def _collect_vlm_backends(
+    registry: Registry, pm: pluggy.PluginManager, owners: dict[str, tuple[str, str, str]]
+) -> None:
+    for impl in pm.hook.register_vlm_backends.get_hookimpls():
+        package, version, _ = owners.get(impl.plugin_name, ("unknown", "0", "?"))
+
+        def register(name: str, target: Any, *, _p: str = package, _v: str = version) -> None:
+            known = registry.vlm_backends.get(name)
+            if known is not None and known.target != target:
+                raise PluginError(
+                    f"VLM backend '{name}' is registered by both '{known.package}' and '{_p}'"
+                )
+            registry.vlm_backends[name] = ServiceInfo(name, target, _p, _v)
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            registry.broken.append(
+                BrokenPlugin(
+                    impl.plugin_name,
+                    package,
+                    f"{type(exc).__name__}: {exc}",
+                    traceback.format_exc(),
+                )
+            )
 
 
 def _check_plugin_class(kind: str, name: str, cls: Any) -> None:

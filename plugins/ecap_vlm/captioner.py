@@ -26,19 +26,22 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from ecap.errors import EcapError
+from ecap.errors import EcapError, did_you_mean
 from ecap.images import ImageChanged, ImageReadError, prepare_image
 from ecap.interfaces import Captioner, PluginConfig, PluginContext
 from ecap.records import Instruction, Item, SampleError
 
-from .backends import BACKENDS, backend_class, make_backend, validate_options
-from .backends.base import (
+from ecap.vlm import (
     TRUNCATED,
     BackendOptions,
     Generation,
     Sampling,
     VLMBackend,
     VLMRequest,
+    backend_class,
+    backend_names,
+    make_backend,
+    validate_options,
 )
 from .cleaning import UnusableAnswer, clean_answer
 from .prompts import DEFAULT_PROMPT, check_template, render
@@ -63,7 +66,7 @@ def _backend_options() -> list[type[BackendOptions]]:
     """Every importable backend's options model (for the schema only; a backend whose module
     cannot be imported here is left out of it)."""
     found = []
-    for name in sorted(BACKENDS):
+    for name in backend_names():
         try:
             found.append(backend_class(name).Options)
         except EcapError:
@@ -79,7 +82,9 @@ class VLMCaptionerConfig(PluginConfig):
         None, description="hub revision; pin a commit so the cache key names exact weights"
     )
     backend: str = Field(
-        "transformers", description=f"where the model runs: {', '.join(sorted(BACKENDS))}"
+        "transformers",
+        description="where the model runs: transformers, vllm, openai-compatible, gemini, or any "
+        "backend a plugin registers (`ecap plugins list`)",
     )
     options: Annotated[SerializeAsAny[BackendOptions], EachBackendsOptions()] = Field(
         default_factory=BackendOptions,
@@ -116,8 +121,11 @@ class VLMCaptionerConfig(PluginConfig):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; choose one of {sorted(BACKENDS)}")
+        if value not in backend_names():
+            raise ValueError(
+                f"unknown backend {value!r}{did_you_mean(value, backend_names())}; "
+                f"installed: {', '.join(backend_names())}"
+            )
         return value
 
     @field_validator("options", mode="before")
@@ -156,7 +164,7 @@ class VLMCaptionerConfig(PluginConfig):
         by_title = {s.get("title"): s for s in schema["properties"]["options"]["anyOf"]}
         default = cls.model_fields["backend"].default
         ties = []
-        for name in sorted(BACKENDS):
+        for name in backend_names():
             try:
                 options = backend_class(name).Options
             except EcapError:

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
-from .backends.base import Sampling
+from ecap.vlm import Sampling
 from .captioner import VLMCaptioner, VLMCaptionerConfig
 
 ZHIPU_API = "https://open.bigmodel.cn/api/paas/v4"

@@ -23,7 +23,7 @@ from ecap.remote import (
     transient_failures,
 )
 
-from .base import TRUNCATED, VLMRequest
+from ecap.vlm import TRUNCATED, VLMRequest
 from .remote import RemoteBackend, RemoteOptions
 
 EXTRA = "api"

@@ -27,7 +27,7 @@ from ecap.remote import (
     post_chat_completion,
 )
 
-from .base import TRUNCATED, VLMRequest
+from ecap.vlm import TRUNCATED, VLMRequest
 from .remote import RemoteBackend, RemoteOptions
 
 EXTRA = "api"

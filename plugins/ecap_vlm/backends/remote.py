@@ -35,7 +35,7 @@ from ecap.interfaces import PluginContext, transport_field
 from ecap.records import SampleError
 from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens, unset_if_empty
 
-from .base import BackendOptions, Generation, Outcome, VLMBackend, VLMRequest
+from ecap.vlm import BackendOptions, Generation, Outcome, VLMBackend, VLMRequest
 
 #: The key local OpenAI-compatible servers (vLLM, SGLang) accept when they check none.
 NO_KEY = "EMPTY"
@@ -112,7 +112,7 @@ class RemoteBackend(VLMBackend):
     async def send(self, request: VLMRequest, candidate: int) -> Reply:
         """One call for candidate ``candidate``. Raise :class:`ecap.remote.Retryable` for a
         transient failure, anything else for a refusal. ``finish_reason`` is
-        :data:`~ecap_vlm.backends.base.TRUNCATED` when the answer hit ``max_new_tokens``."""
+        :data:`~ecap.vlm.TRUNCATED` when the answer hit ``max_new_tokens``."""
 
     def client(self) -> Any:
         """The SDK client of the running event loop, made on first use in each loop."""

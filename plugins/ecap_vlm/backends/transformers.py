@@ -38,7 +38,7 @@ from ecap.errors import EcapError
 from ecap.interfaces import require, transport_field
 from ecap.records import SampleError
 
-from .base import (
+from ecap.vlm import (
     TRUNCATED,
     BackendOptions,
     Generation,
@@ -48,7 +48,7 @@ from .base import (
     Sampling,
     VLMRequest,
 )
-from .identity import describe_model, local_folder
+from ecap.models import describe_model, local_folder
 
 THINK_OPEN = "<think>"
 

@@ -44,8 +44,8 @@ from pydantic import Field
 from ecap.errors import EcapError
 from ecap.interfaces import require, transport_field
 
-from .base import BackendOptions, Generation, LocalBackend, ModelIdentity, Outcome, VLMRequest
-from .identity import folder_hash, local_folder
+from ecap.vlm import BackendOptions, Generation, LocalBackend, ModelIdentity, Outcome, VLMRequest
+from ecap.models import folder_hash, local_folder
 from .vllm_worker import Engine, describe
 
 EXTRA = "vllm"

@@ -1,4 +1,6 @@
-"""Naming the weights that answer: a local folder by the sha256 of its files, a hub id by revision.
+"""Models as the core knows them: naming the weights that answer, and references to models.
+
+**Identity.** A local folder is named by the sha256 of its files, a hub id by its revision.
 
 A relative ``model`` is a folder relative to the spec's folder when one is there, else a hub id;
 a path that is plainly a path (absolute, ``./``, ``../``, ``~``) and does not exist is an error,
@@ -19,12 +21,37 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from ecap.errors import EcapError
+from pydantic import BaseModel, ConfigDict, Field
 
-from .base import ModelIdentity
+from .errors import EcapError
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which weights answer: ``name`` (hub id, local path or API model), its ``revision`` (a
+    commit, when known) and, for local folders, the sha256 of their files."""
+
+    name: str
+    revision: str | None = None
+    content_hash: str | None = None
+
+    def label(self) -> str:
+        """``name@revision`` or ``name#sha256:...``: what an instruction's ``author`` says."""
+        label = self.name
+        if self.revision:
+            label += f"@{self.revision}"
+        if self.content_hash:
+            label += f"#{self.content_hash}"
+        return label
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "revision": self.revision, "content_hash": self.content_hash}
+
 
 #: Top-level files that define the weights and how inputs are processed.
 HASHED = (
@@ -131,4 +158,77 @@ def _cached_hash(path: str, size: int, mtime_ns: int) -> str:
     return value
 
 
-__all__ = ["HASHED", "describe_model", "file_hash", "folder_hash", "local_folder"]
+class StepModel(BaseModel):
+    """``{step: NAME}`` in a spec: the model that the ``train`` step NAME produced.
+
+    The spec makes NAME an upstream dependency of the step that names it, and the runner resolves
+    the reference to the trained model's folder and record before the plugin runs.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: str = Field(description="id of the train step whose model to use")
+
+
+#: What any plugin field naming a model accepts: a hub id, a local path, or ``{step: NAME}``.
+ModelRef = str | StepModel
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference made concrete: what to load and what to record.
+
+    ``path`` is what ``from_pretrained`` (or a server) gets: the hub id as written, an absolute
+    local folder, or the folder a train step wrote. ``record_id`` is the id of the stored
+    :class:`~ecap.records.Model` when the reference named a train step, so that everything the model
+    writes can carry a lineage edge to it.
+    """
+
+    path: str
+    identity: ModelIdentity
+    record_id: str | None = None
+    #: For a trained model: the base it was fine-tuned from and whether ``path`` holds a LoRA
+    #: adapter rather than full weights (then ``base`` is what the adapter loads on).
+    base: str | None = None
+    adapter: bool = False
+
+
+def resolve_model(
+    ref: ModelRef,
+    base_dir: Path | None,
+    revision: str | None = None,
+    trained: Any = None,
+) -> ResolvedModel:
+    """``ref`` made concrete. ``trained(step_id)`` returns the Model record a train step made
+    (the runner passes it); a hub id is left for ``from_pretrained`` to find."""
+    if isinstance(ref, StepModel):
+        if trained is None:
+            raise EcapError(f"model {{step: {ref.step}}} can only be resolved inside a run")
+        record = trained(ref.step)
+        meta = record.meta or {}
+        identity = ModelIdentity(
+            name=record.uri, revision=record.revision, content_hash=meta.get("content_hash")
+        )
+        return ResolvedModel(
+            path=record.uri,
+            identity=identity,
+            record_id=record.id,
+            base=meta.get("base_path"),
+            adapter=bool(meta.get("adapter")),
+        )
+    identity = describe_model(ref, revision, base_dir)
+    return ResolvedModel(path=identity.name, identity=identity)
+
+
+__all__ = [
+    "HASHED",
+    "ModelIdentity",
+    "ModelRef",
+    "ResolvedModel",
+    "StepModel",
+    "describe_model",
+    "file_hash",
+    "folder_hash",
+    "local_folder",
+    "resolve_model",
+]

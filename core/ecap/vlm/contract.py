@@ -47,10 +47,11 @@ isolates a request that breaks a whole batch by retrying the batch's requests on
 :class:`ecap_vlm.backends.remote.RemoteBackend`, which adds the store's call log, rate limits and
 retries around one call per candidate.
 
-**Registration.** :data:`ecap_vlm.backends.BACKENDS` maps each backend name (``backend:`` in a
-spec) to the import path of its class; a module is imported only when its backend is used, and must
-not import torch, vLLM or an SDK at module level (use :func:`ecap.interfaces.require` inside).
-A backend's :attr:`VLMBackend.Options` model validates the spec's ``options:`` block.
+**Registration.** A plugin's ``register_vlm_backends(register)`` hook calls
+``register(name, "module:Class")`` (or the class itself) for each backend it offers; ``backend:``
+in a spec names one. A module is imported only when its backend is used, and must not import torch,
+vLLM or an SDK at module level (use :func:`ecap.interfaces.require` inside). A backend's
+:attr:`VLMBackend.Options` model validates the spec's ``options:`` block.
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ecap.errors import EcapError
-from ecap.images import PreparedImage
-from ecap.interfaces import PluginConfig, PluginContext
-from ecap.records import SampleError
-from ecap.remote import two_image_content
+from ..errors import EcapError
+from ..images import PreparedImage
+from ..interfaces import PluginConfig, PluginContext
+from ..models import ModelIdentity, describe_model
+from ..records import SampleError
+from ..remote import two_image_content
 
 #: One image as sent to a model: what :func:`ecap.images.prepare_image` returns.
 ImageInput = PreparedImage
@@ -173,28 +175,6 @@ class Generation:
 Outcome = Generation | SampleError
 
 
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights answer: ``name`` (hub id, local path or API model), its ``revision`` (a
-    commit, when known) and, for local folders, the sha256 of their files."""
-
-    name: str
-    revision: str | None = None
-    content_hash: str | None = None
-
-    def label(self) -> str:
-        """``name@revision`` or ``name#sha256:...``: what an instruction's ``author`` says."""
-        label = self.name
-        if self.revision:
-            label += f"@{self.revision}"
-        if self.content_hash:
-            label += f"#{self.content_hash}"
-        return label
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"name": self.name, "revision": self.revision, "content_hash": self.content_hash}
-
-
 class BackendOptions(PluginConfig):
     """Base of a backend's ``options:`` block. Mark throughput-only fields with
     :func:`ecap.interfaces.transport_field` so they stay out of cache keys."""
@@ -220,8 +200,6 @@ class VLMBackend(ABC):
         weight and processing files, or the id and revision as written. Stable, so it can key the
         step's cache; computed once per backend (a folder is not walked per pair)."""
         if self._cache_identity is None:
-            from .identity import describe_model
-
             self._cache_identity = describe_model(self.model, self.revision, self.context.base_dir)
         return self._cache_identity
 
