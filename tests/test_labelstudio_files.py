@@ -45,7 +45,7 @@ from ecap_labelstudio.annotations import (
     resolve,
 )
 from ecap_labelstudio.configs import shipped
-from ecap_labelstudio.source import REJECTED, LabelStudioConfig, LabelStudioSource, Snapshot
+from ecap_labelstudio.source import NO_TASK, LabelStudioConfig, LabelStudioSource, Snapshot
 from ecap_labelstudio.tasks import ImageLocations, ImagePathError, instruction_task, safe_join
 
 DATA = Path(__file__).resolve().parent / "data" / "labelstudio"
@@ -662,8 +662,8 @@ def test_an_item_no_task_can_be_made_for_gets_a_short_id_and_fails_on_pull(tmp_p
     item = Item(pair=moved, instruction=item.instruction.model_copy(update={"pair_id": moved.id}))  # type: ignore[union-attr]
     source._server = Snapshot("refine", [])  # the project's tasks, as read from a server
     source._storage_ready = True
-    assert source.push([item]) == [REJECTED]  # the long reason is not squeezed into the id
-    (error,) = source.pull([(item, REJECTED)])
+    assert source.push([item]) == [NO_TASK]  # the long reason is not squeezed into the id
+    (error,) = source.pull([(item, NO_TASK)])
     assert isinstance(error, SampleError) and str(outside) in error.message
 
 

@@ -284,7 +284,7 @@ def test_refine_refuses_images_outside_the_root_per_task(workspace):
         failure = conn.execute(select(SampleFailure)).mappings().one()
         rejected = (
             conn.execute(
-                select(ExternalTask.external_id).where(ExternalTask.external_id == "rejected")
+                select(ExternalTask.external_id).where(ExternalTask.external_id == "no-task")
             )
             .scalars()
             .all()

@@ -66,7 +66,8 @@ DATA_FIELDS = ("source_image", "target_image", "instruction", "candidates")
 IMAGE_FIELDS = DATA_FIELDS[:2]
 #: The external task id of an item no task can be made for. The reason is not kept in the id (it
 #: may be long, and ids are short columns): pulling the item finds it again and fails the sample.
-REJECTED = "rejected"
+#: Not "rejected", which names the losing side of a preference.
+NO_TASK = "no-task"
 
 
 class LabelStudioConfig(PluginConfig):
@@ -422,7 +423,7 @@ class LabelStudioSource(AnnotationSource):
             try:
                 payload = self._single_task(item)
             except UnusableItem:
-                ids[position] = REJECTED  # pulling it fails the sample with the reason
+                ids[position] = NO_TASK  # pulling it fails the sample with the reason
                 continue
             assert item.instruction is not None
             key = (item.pair.id, item.instruction.id)
@@ -446,7 +447,7 @@ class LabelStudioSource(AnnotationSource):
                 if existing is not None:
                     ids[position] = existing.id
                 elif item.instruction is None:
-                    ids[position] = REJECTED
+                    ids[position] = NO_TASK
                 else:
                     entry = fresh.setdefault(item.instruction.id, (item.instruction, []))
                     entry[1].append(position)
@@ -470,7 +471,7 @@ class LabelStudioSource(AnnotationSource):
                 data = prefer_data(pair, [*shown, *candidates], self.locations)
             except UnusableItem:
                 for position in positions:
-                    ids[position] = REJECTED
+                    ids[position] = NO_TASK
                 continue
             self.client().update_task_data(int(open_task.id), data)
             tasks.replace(open_task, data)
