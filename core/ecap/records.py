@@ -1,4 +1,4 @@
-"""The records ecap produces and stores: the words of DESIGN.md as pydantic models.
+"""The records ecap produces and stores: the project's vocabulary as pydantic models.
 
 Records cross every boundary (plugin <-> runner <-> store <-> exporters), so they are plain data
 with
