@@ -1,0 +1,19 @@
+"""ShapesEdit: an offline world of coloured shapes where the whole EditCaption recipe can run.
+
+- ``shapes`` (source): procedurally generated (source, target) pairs with exact references;
+- ``shapes-rules`` (judge): the paper's rubric applied by rules against those references, with
+  failure-mode tags;
+- ``shapes-annotator`` (annotate): a simulated human that refines instructions and corrects
+  failures into preferences, recorded as simulated.
+"""
+
+from __future__ import annotations
+
+from ecap.hookspecs import Register, hookimpl
+
+from .source import ShapesSource
+
+
+@hookimpl
+def register_sources(register: Register) -> None:
+    register("shapes", ShapesSource)
