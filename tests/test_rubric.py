@@ -71,12 +71,12 @@ def test_accuracy_keeps_a_lower_judgement_and_counts_n_from_the_reference():
     [
         (("hit", "hit", "hit"), False, 5.0),
         (("hit", "hit", "hit"), True, 5.0),  # no bonus at 100%
-        (("hit", "hit", "partial"), False, 4.5),  # 83%
+        (("hit", "hit", "partial"), False, 5.0),  # a vague mention is a hit (the prompt)
         (("hit", "hit", "miss"), False, 4.0),  # 67%
         (("hit", "hit", "miss"), True, 4.5),  # +0.5 for a covered secondary change
-        (("hit", "partial", "miss"), False, 3.0),  # 50%
+        (("hit", "partial", "miss"), False, 4.0),  # 67%
         (("hit", "miss", "miss"), False, 2.0),  # 33%
-        (("partial", "miss", "miss"), False, 1.0),  # 17%: the table's gap scores 1.0
+        (("partial", "miss", "miss"), False, 2.0),  # 33%
         (("miss", "miss", "miss"), False, 1.0),
         (("miss", "miss", "miss"), True, 1.5),
     ],

@@ -34,7 +34,7 @@ from ecap.records import Item, Reference, SampleError, Verdict
 from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens, unset_if_empty
 
 from .prompts import SYSTEM, default_rubric
-from .rubric import Axis, Rubric, UnparsableAnswer, format_reference
+from .rubric import Axis, Rubric, Scoring, UnparsableAnswer, format_reference
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,11 @@ class JudgeRequest:
         )
 
 
+#: The key under which :meth:`Provider.poll_batch` reports a job that failed as a whole.
+JOB_FAILED = "*"
+MISSING_FROM_JOB = "missing from the job's results"
+
+
 class Provider(ABC):
     name: str
 
@@ -80,7 +85,8 @@ class Provider(ABC):
         raise NotImplementedError(f"{self.name} has no batch API")
 
     def poll_batch(self, job_id: str) -> dict[str, Reply | str] | None:
-        """``None`` while the job runs; then key -> reply, or key -> error message."""
+        """``None`` while the job runs; then key -> reply, or key -> error message. A job that
+        failed as a whole answers ``{JOB_FAILED: reason}``: the reason is every request's."""
         raise NotImplementedError(f"{self.name} has no batch API")
 
     async def aclose(self) -> None:  # noqa: B027 - optional
@@ -95,6 +101,11 @@ class RubricJudgeConfig(RemotePolicy):
     )
     weights: dict[str, float] | None = Field(
         None, description="override axis weights by name, e.g. {accuracy: 0.5, clarity: 0.1}"
+    )
+    scoring: Scoring = Field(
+        default_factory=Scoring,
+        description="where the paper's prompts and worked tables disagree, which to follow "
+        "(default: the prompts), and extra vague terms for Clarity (default: none)",
     )
     temperature: float = 0.0
     max_output_tokens: int = Field(2048, ge=16)
@@ -313,7 +324,7 @@ class RubricJudge(Judge):
         self, axis: Axis, text: str, reference: Reference, item: Item, usage: _Usage
     ) -> float:
         assert item.instruction is not None
-        score, answer = axis.score(text, reference, item.instruction.text)
+        score, answer = axis.score(text, reference, item.instruction.text, self.config.scoring)
         usage.answers[axis.name] = answer.model_dump()
         return score
 
@@ -363,6 +374,7 @@ class RubricJudge(Judge):
             weighted=rubric.weighted(scores),
             meta={
                 "rubric": rubric.id,
+                "reading": self.config.scoring.reading,
                 "weights": {a.name: a.weight for a in rubric.axes},
                 "answers": usage.answers,
                 "tokens_in": usage.tokens_in,
@@ -417,7 +429,7 @@ class RubricJudge(Judge):
                 for key, record in list(known.items()):
                     if record.batch_job_id != job_id or record.status != "submitted":
                         continue
-                    answer = answers.get(key, "missing from the job's results")
+                    answer = answers.get(key, answers.get(JOB_FAILED, MISSING_FROM_JOB))
                     if isinstance(answer, Reply):
                         self._log(
                             key,

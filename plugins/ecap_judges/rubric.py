@@ -22,74 +22,109 @@ checked: N is the number of primary changes in the reference, not the model's co
 
 Paper gap, our choice: the completeness table has no band for 0% < R < 20%; it scores 1.0, the
 lowest band, since such an instruction misses (nearly) every primary change.
+
+Where the paper's prompts and its worked tables disagree, the prompts (what its judge was given)
+are followed by default and the tables' reading is an option (:class:`Scoring`): a vague mention
+of a primary change ("change the dress style") is a full hit in the Completeness prompt and half a
+hit in Table 8; the prompt adds 0.5 for covered secondary changes whenever R < 100%, Table 8 gives
+no bonus at R = 0.
+
+An answer is used only when it is unambiguous: exactly one distinct top-level JSON object, whose
+fields have the declared types (``true`` is not the number 1, ``"3"`` is not 3); anything else is
+refused with the field and the value that were wrong.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ecap.records import Reference
 
-RUBRIC_ID = "editcaption-v1"
-#: Degree words that are vague in any context; verbs and references need the judge's reading.
-ALWAYS_VAGUE = ("appropriate", "appropriately", "slightly", "a bit", "somewhat", "a little")
+from .terms import vague_terms_in
+
+RUBRIC_ID = "editcaption-v2"
 CLARITY_CEILINGS = {0: 5.0, 1: 3.0, 2: 2.5}  # 3 or more -> 2.0
 COMPLETENESS_BANDS = ((1.0, 5.0), (0.75, 4.5), (0.60, 4.0), (0.50, 3.0), (0.20, 2.0))
 
 
 class UnparsableAnswer(ValueError):
-    """The judge's answer has no JSON object matching the axis' schema."""
+    """The judge's answer is not exactly one JSON object matching the axis' schema."""
+
+
+class Scoring(BaseModel):
+    """How the rules read the paper where it is ambiguous; part of the judge step's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reading: Literal["prompts", "tables"] = Field(
+        "prompts",
+        description="'prompts': the judge prompts' rules (the paper's judge); 'tables': the "
+        "worked examples' (a vague mention is half a hit, no secondary bonus at R = 0)",
+    )
+    extra_vague_terms: list[str] = Field(
+        default_factory=list,
+        description="vague terms counted for the Clarity ceilings besides the paper's list",
+    )
 
 
 # -- what the model is asked to return, per axis -------------------------------------------------
 
 
-class ChangeCheck(BaseModel):
-    change: int = Field(description="number of the primary change in the reference, from 1")
+def _whole_number(value: Any) -> Any:
+    """A count written as 2.0 is the count 2; a boolean or 2.5 stays refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A count: an integer, never a boolean (strict), though 2.0 is read as 2.
+Count = Annotated[int, BeforeValidator(_whole_number)]
+
+
+class _Answer(BaseModel):
+    """Strict types: ``true`` is not a score, ``"1"`` is not a count, ``1`` is not a boolean."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ChangeCheck(_Answer):
+    change: Count = Field(description="number of the primary change in the reference, from 1")
     status: Literal["hit", "partial", "miss"]
 
 
-class AccuracyAnswer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class AccuracyAnswer(_Answer):
     assertions: list[str] = Field(default_factory=list)
     primary_changes: list[ChangeCheck]
     hallucination: bool = Field(
         description="the instruction asks for something that did not happen"
     )
-    major_errors: int = Field(ge=0, description="wrong facts about the primary changes")
-    minor_errors: int = Field(ge=0, description="wrong facts about unchanged or minor elements")
+    major_errors: Count = Field(ge=0, description="wrong facts about the primary changes")
+    minor_errors: Count = Field(ge=0, description="wrong facts about unchanged or minor elements")
     score: float = Field(ge=1, le=5)
     reasoning: str
 
 
-class CompletenessAnswer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class CompletenessAnswer(_Answer):
     primary_changes: list[ChangeCheck]
     secondary_covered: bool = Field(description="at least one secondary change is mentioned")
     score: float = Field(ge=1, le=5)
     reasoning: str
 
 
-class ClarityAnswer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ClarityAnswer(_Answer):
     forbidden_terms: list[str] = Field(default_factory=list)
     missing_attributes: list[str] = Field(default_factory=list)
     score: float = Field(ge=1, le=5)
     reasoning: str
 
 
-class FreeAnswer(BaseModel):
+class FreeAnswer(_Answer):
     """A user-defined axis: the model's score, clamped to the axis' range."""
-
-    model_config = ConfigDict(extra="ignore")
 
     score: float
     reasoning: str
@@ -98,17 +133,28 @@ class FreeAnswer(BaseModel):
 # -- deterministic rules -------------------------------------------------------------------------
 
 
-def coverage(checks: list[ChangeCheck], total: int) -> float:
-    """Share of the reference's ``total`` primary changes the instruction hits (partial = 0.5).
-    Only checks numbered 1..total count, each once; a change the answer skips is a miss."""
+def coverage(checks: list[ChangeCheck], total: int, partial: float = 0.5) -> float:
+    """Share of the reference's ``total`` primary changes the instruction hits, a partial
+    (vague) mention counting ``partial``. Only checks numbered 1..total count, each once; a change
+    the answer skips is a miss."""
     if total == 0:
         return 1.0
     by_change = {c.change: c.status for c in checks if 1 <= c.change <= total}
-    hits = sum({"hit": 1.0, "partial": 0.5, "miss": 0.0}[s] for s in by_change.values())
+    hits = sum({"hit": 1.0, "partial": partial, "miss": 0.0}[s] for s in by_change.values())
     return hits / total
 
 
-def accuracy_score(answer: AccuracyAnswer, reference: Reference, instruction: str) -> float:
+def round_half_up(score: float) -> float:
+    """The nearest whole score, halves going up (3.5 -> 4, 2.5 -> 3): never Python's
+    half-to-even, which would send 2.5 down and 3.5 up."""
+    return float(math.floor(score + 0.5))
+
+
+def accuracy_score(
+    answer: AccuracyAnswer, reference: Reference, instruction: str, scoring: Scoring
+) -> float:
+    """The model's score, a whole number as the paper's prompt asks (a half rounded up), under
+    the caps its facts set."""
     rate = coverage(answer.primary_changes, len(reference.primary))
     cap = 5.0
     if answer.hallucination or answer.major_errors >= 2:
@@ -117,37 +163,38 @@ def accuracy_score(answer: AccuracyAnswer, reference: Reference, instruction: st
         cap = 3.0
     elif rate < 0.50 or answer.minor_errors > 0:
         cap = 4.0
-    return max(1.0, min(float(round(answer.score)), cap))
+    return max(1.0, min(round_half_up(answer.score), cap))
 
 
-def completeness_score(answer: CompletenessAnswer, reference: Reference, instruction: str) -> float:
-    rate = coverage(answer.primary_changes, len(reference.primary))
+def completeness_score(
+    answer: CompletenessAnswer, reference: Reference, instruction: str, scoring: Scoring
+) -> float:
+    """The lookup table's score for R, plus the secondary-change bonus. The prompts count a vague
+    mention as a hit and give the bonus whenever R < 100%; the tables count it as half a hit and
+    give no bonus at R = 0."""
+    tables = scoring.reading == "tables"
+    rate = coverage(answer.primary_changes, len(reference.primary), 0.5 if tables else 1.0)
     base = next((score for bound, score in COMPLETENESS_BANDS if rate >= bound), 1.0)
-    if rate < 1.0 and answer.secondary_covered and reference.secondary:
+    bonus_applies = rate < 1.0 and not (tables and rate == 0.0)
+    if bonus_applies and answer.secondary_covered and reference.secondary:
         base += 0.5
     return min(base, 5.0)
 
 
-def forbidden_terms(answer_terms: list[str], instruction: str) -> list[str]:
-    """Vague terms actually present in the instruction: those the judge listed (when they occur)
-    plus degree words that are vague in any context."""
-    text = instruction.lower()
-    found = {t.strip().lower() for t in answer_terms if t.strip() and _contains(text, t)}
-    found |= {t for t in ALWAYS_VAGUE if _contains(text, t)}
-    return sorted(found)
+def forbidden_terms(answer_terms: list[str], instruction: str, scoring: Scoring) -> list[str]:
+    """The forbidden terms the instruction really contains (see :mod:`ecap_judges.terms`)."""
+    return vague_terms_in(instruction, answer_terms, scoring.extra_vague_terms)
 
 
-def clarity_score(answer: ClarityAnswer, reference: Reference, instruction: str) -> float:
-    count = len(forbidden_terms(answer.forbidden_terms, instruction))
+def clarity_score(
+    answer: ClarityAnswer, reference: Reference, instruction: str, scoring: Scoring
+) -> float:
+    count = len(forbidden_terms(answer.forbidden_terms, instruction, scoring))
     ceiling = CLARITY_CEILINGS.get(count, 2.0)
     return max(1.0, min(answer.score, ceiling))
 
 
-def _contains(text: str, term: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(term.strip().lower())}(?![\w-])", text) is not None
-
-
-RuleFn = Callable[[Any, Reference, str], float]
+RuleFn = Callable[[Any, Reference, str, Scoring], float]
 RULES: dict[str, tuple[type[BaseModel], RuleFn]] = {
     "accuracy": (AccuracyAnswer, accuracy_score),
     "completeness": (CompletenessAnswer, completeness_score),
@@ -180,11 +227,18 @@ class Axis(BaseModel):
     def answer_schema(self) -> dict[str, Any]:
         return _strict(self.answer_model().model_json_schema())
 
-    def score(self, text: str, reference: Reference, instruction: str) -> tuple[float, BaseModel]:
+    def score(
+        self,
+        text: str,
+        reference: Reference,
+        instruction: str,
+        scoring: Scoring | None = None,
+    ) -> tuple[float, BaseModel]:
         """Parse the model's answer and apply the axis' rule; raises UnparsableAnswer."""
         answer = parse_answer(text, self.answer_model())
         if self.rule in RULES:
-            return RULES[self.rule][1](answer, reference, instruction), answer
+            rule = RULES[self.rule][1]
+            return rule(answer, reference, instruction, scoring or Scoring()), answer
         assert isinstance(answer, FreeAnswer)
         return max(self.min_score, min(answer.score, self.max_score)), answer
 
@@ -203,27 +257,63 @@ class Rubric(BaseModel):
 
 
 def parse_answer(text: str, model: type[BaseModel]) -> BaseModel:
-    """The first JSON object in ``text`` that validates: bare, fenced, or inside chatty prose."""
-    errors = []
-    for candidate in _json_objects(text):
-        try:
-            return model.model_validate(candidate)
-        except ValidationError as exc:
-            errors.append(str(exc).splitlines()[0])
-    detail = f" ({errors[0]})" if errors else ""
-    raise UnparsableAnswer(f"no valid {model.__name__} in the answer{detail}: {text[:200]!r}")
+    """The answer's one JSON object (bare, fenced, or inside chatty prose), validated.
+
+    Only top-level objects count: a nested object never stands in for an answer that is invalid
+    as a whole. Two different objects ("score 5 ... corrected: score 2") are ambiguous and refused;
+    the same object repeated is one answer."""
+    objects: list[dict[str, Any]] = []
+    for found in _top_level_objects(text):
+        if found not in objects:
+            objects.append(found)
+    if not objects:
+        raise UnparsableAnswer(f"no JSON object in the answer: {text[:200]!r}")
+    if len(objects) > 1:
+        raise UnparsableAnswer(
+            f"the answer holds {len(objects)} different JSON objects, so which one is meant is "
+            f"ambiguous: {text[:200]!r}"
+        )
+    try:
+        return model.model_validate(objects[0])
+    except ValidationError as exc:
+        raise UnparsableAnswer(f"{model.__name__} refused: {_refusals(exc)}") from None
 
 
-def _json_objects(text: str) -> list[Any]:
+def _refusals(exc: ValidationError, shown: int = 3) -> str:
+    """Each wrong field by name with the value refused and why, e.g. ``score: true (Input should
+    be a valid number)``."""
+    parts = []
+    for error in exc.errors()[:shown]:
+        field = ".".join(str(part) for part in error["loc"]) or "(answer)"
+        if error["type"] == "missing":
+            parts.append(f"{field}: missing")
+        else:
+            value = json.dumps(error["input"], default=str)
+            value = value if len(value) <= 60 else value[:57] + "..."
+            parts.append(f"{field}: {value} ({error['msg']})")
+    more = len(exc.errors()) - shown
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _top_level_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object that is not inside another JSON value, in order."""
     decoder = json.JSONDecoder()
     found = []
-    for match in re.finditer(r"\{", text):
+    position = 0
+    while position < len(text):
+        start = min(
+            (i for i in (text.find("{", position), text.find("[", position)) if i >= 0), default=-1
+        )
+        if start < 0:
+            break
         try:
-            value, _ = decoder.raw_decode(text, match.start())
+            value, end = decoder.raw_decode(text, start)
         except json.JSONDecodeError:
+            position = start + 1
             continue
         if isinstance(value, dict):
             found.append(value)
+        position = end
     return found
 
 
