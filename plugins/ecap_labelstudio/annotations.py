@@ -17,6 +17,7 @@ a choice that is not offered is a *problem* of its task, reported with the task,
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -300,8 +301,32 @@ class Rejected(ValueError):
     """An annotation that cannot be read as an answer; the message says why."""
 
 
+#: Characters that mean nothing in any script: zero-width space, word joiner, BOM. Removed from
+#: human text (zero-width joiners stay: some scripts and emoji need them).
+_MEANINGLESS = dict.fromkeys(map(ord, "\u200b\u2060\ufeff"))
+#: Characters that draw nothing although Unicode files them as letters or symbols (Hangul fillers,
+#: the blank Braille pattern).
+_BLANK_SYMBOLS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+#: Categories that draw nothing on their own: format characters (joiners, marks), controls, and
+#: combining marks with no base.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc", "Mn", "Me", "Zs", "Zl", "Zp"})
+
+
 def _normalized(text: str) -> str:
+    """Human text as it is stored: NFC (one encoding per accented letter), meaningless invisible
+    characters removed, runs of whitespace collapsed."""
+    text = unicodedata.normalize("NFC", text).translate(_MEANINGLESS)
     return re.sub(r"\s+", " ", text).strip()
+
+
+def _carries_nothing(text: str) -> bool:
+    """Empty, or only whitespace and characters that draw nothing."""
+    return all(
+        char.isspace()
+        or char in _BLANK_SYMBOLS
+        or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+        for char in text
+    )
 
 
 def _single(annotation: Annotation, name: str) -> str | None:
@@ -312,7 +337,19 @@ def _single(annotation: Annotation, name: str) -> str | None:
 
 
 def _text(annotation: Annotation, name: str, separator: str = " ") -> str:
-    return _normalized(separator.join(annotation.values.get(name, [])))
+    """The control's text as stored, or ``""`` when it carries nothing visible."""
+    text = _normalized(separator.join(annotation.values.get(name, [])))
+    return "" if _carries_nothing(text) else text
+
+
+def _blank(annotation: Annotation, name: str) -> str:
+    """Why a text control that was filled in still counts as empty, for a rejection message."""
+    raw = "".join(annotation.values.get(name, []))
+    if not raw:
+        return ""
+    shown = sorted({f"U+{ord(c):04X}" for c in raw if c not in " \t\r\n"})
+    what = f"whitespace and invisible characters ({', '.join(shown)})" if shown else "whitespace"
+    return f"; '{name}' holds only {what}"
 
 
 def option_values(count: int) -> list[str]:
@@ -342,6 +379,7 @@ def _refine(annotation: Annotation, original: str) -> Decision:
             raise Rejected(
                 "no corrected instruction"
                 + (f" although quality is '{quality}'" if quality else " and no quality chosen")
+                + _blank(annotation, "refined")
             )
         text = _normalized(original)
     return Decision(key=("text", text), text=text, quality=quality)
@@ -361,9 +399,10 @@ def _prefer(annotation: Annotation, candidates: int) -> Decision:
         return Decision(key=("tie",))
     if pick is not None:
         return Decision(key=("pick", str(pick)), pick=pick)
+    blank = _blank(annotation, "rewrite")
     if best == NONE_OPTION:
-        raise Rejected("'none' was chosen but no better instruction was written")
-    raise Rejected("no candidate chosen and no instruction written")
+        raise Rejected("'none' was chosen but no better instruction was written" + blank)
+    raise Rejected("no candidate chosen and no instruction written" + blank)
 
 
 def _evaluate(annotation: Annotation) -> Decision:
