@@ -1,0 +1,127 @@
+"""Training data a tiny model can learn in seconds: the instruction depends on the image.
+
+Each pair's source is a plain background of a random light shade; its target is the same with a
+square of one colour at a random place. The instruction names the colour only, so a model that
+answers right on pairs it never saw has learnt to look at the target image::
+
+    items = colour_pairs(tmp_path, 16, seed=0)       # (pair, instruction) items for SFT
+    items, texts = colour_preferences(tmp_path, 16)  # (pair, preference) items for DPO
+
+Images are 64x64 PNG files written under the folder, referenced by path and sha256 exactly as an
+import would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+from ..interfaces import PluginContext
+from ..models import ResolvedModel, resolve_model
+from ..records import ImageRef, Instruction, Item, Pair, Preference
+
+#: Colour name -> RGB of the square the instruction asks for.
+COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220)}
+SIZE = 64
+
+
+def instruction_for(colour: str) -> str:
+    return f"Add a {colour} square."
+
+
+def _image_ref(path: Path) -> ImageRef:
+    data = path.read_bytes()
+    return ImageRef(
+        uri=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=SIZE,
+        height=SIZE,
+        format="PNG",
+    )
+
+
+def _pair(folder: Path, index: int, colour: str, rng: random.Random) -> Pair:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shade = rng.randint(150, 240)
+    source = Image.new("RGB", (SIZE, SIZE), (shade, shade, shade))
+    target = source.copy()
+    side = rng.randint(16, 28)
+    x, y = rng.randint(0, SIZE - side), rng.randint(0, SIZE - side)
+    ImageDraw.Draw(target).rectangle([x, y, x + side, y + side], fill=COLOURS[colour])
+    source_path, target_path = folder / f"{index}-source.png", folder / f"{index}-target.png"
+    source.save(source_path)
+    target.save(target_path)
+    return Pair.of(_image_ref(source_path), _image_ref(target_path), category="add")
+
+
+def colour_pairs(folder: Path, count: int, *, seed: int = 0) -> list[Item]:
+    """``count`` (pair, instruction) items, colours alternating, drawn from ``seed``."""
+    rng = random.Random(seed)
+    items = []
+    for index in range(count):
+        colour = list(COLOURS)[index % len(COLOURS)]
+        pair = _pair(folder / f"seed{seed}", index, colour, rng)
+        instruction = Instruction(
+            pair_id=pair.id, text=instruction_for(colour), origin="human", author="tests"
+        )
+        items.append(Item(pair=pair, instruction=instruction))
+    return items
+
+
+def colour_preferences(
+    folder: Path, count: int, *, seed: int = 0
+) -> tuple[list[Item], dict[str, Instruction]]:
+    """``count`` (pair, preference) items whose chosen instruction names the square's colour
+    and whose rejected one names the other colour, and every instruction by id (what
+    ``PluginContext.records("instruction", ids)`` would return from a store)."""
+    items, texts = [], {}
+    for item in colour_pairs(folder, count, seed=seed):
+        assert item.instruction is not None
+        chosen = item.instruction
+        wrong = next(c for c in COLOURS if instruction_for(c) != chosen.text)
+        rejected = Instruction(
+            pair_id=item.pair.id, text=instruction_for(wrong), origin="model", author="tests"
+        )
+        texts[chosen.id], texts[rejected.id] = chosen, rejected
+        preference = Preference(pair_id=item.pair.id, chosen_id=chosen.id, rejected_id=rejected.id)
+        items.append(Item(pair=item.pair, preference=preference))
+    return items, texts
+
+
+def training_context(
+    work_dir: Path,
+    *,
+    step_id: str = "train",
+    records: dict[str, Instruction] | None = None,
+    metrics: list[tuple[int, dict[str, float]]] | None = None,
+    trained: dict[str, Any] | None = None,
+) -> PluginContext:
+    """A PluginContext as the runner builds one for a train step: ``records`` answers
+    ``records("instruction", ids)``, logged metrics are appended to ``metrics``, and
+    ``{step: NAME}`` resolves to the Model record ``trained[NAME]``."""
+    known = records or {}
+
+    def lookup(record_type: str, ids: list[str]) -> dict[str, Instruction]:
+        assert record_type == "instruction"
+        return {i: known[i] for i in ids if i in known}
+
+    def resolve(ref: Any) -> ResolvedModel:
+        return resolve_model(ref, work_dir, trained=(trained or {}).__getitem__)
+
+    return PluginContext(
+        step_id=step_id,
+        base_dir=work_dir,
+        work_dir=work_dir / "work" / step_id,
+        records=lookup,
+        resolve_model=resolve,
+        log_metrics=None
+        if metrics is None
+        else (lambda step, values: metrics.append((step, values))),
+    )
+
+
+__all__ = ["COLOURS", "colour_pairs", "colour_preferences", "instruction_for", "training_context"]

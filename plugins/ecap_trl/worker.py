@@ -1,0 +1,40 @@
+"""``python -m ecap_trl.worker JOB_JSON``: one rank of a launched training.
+
+Every rank trains; rank 0 alone appends metrics (one JSON object per logging step) to the job's
+metrics file and writes ``result.json`` for the step that launched it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .engine import run
+from .job import Job
+from .launch import die_with_parent
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m ecap_trl.worker JOB_JSON")
+    die_with_parent()
+    job = Job.load(Path(args[0]))
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+
+    def append(step: int, values: dict[str, float]) -> None:
+        assert job.metrics_file is not None
+        with open(job.metrics_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, "values": values}) + "\n")
+
+    result = run(job, append if main_rank and job.metrics_file else None, echo=main_rank)
+    if main_rank:
+        scratch = job.result_file.with_suffix(".tmp")
+        scratch.write_text(json.dumps(result, indent=2))
+        os.replace(scratch, job.result_file)
+
+
+if __name__ == "__main__":
+    main()
