@@ -53,6 +53,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from .errors import PluginError
 from .interfaces import KeepDecision
 from .records import Item, Score
 
@@ -222,6 +223,18 @@ def decide_items(
     ]
 
 
+def decide_one(rule: _Rule, score: Score, default_component: str = "score") -> bool:
+    """Keep one score judged alone, for a caller that decides score by score (``Filter.keep``).
+    A rule that compares rows with each other cannot be decided so: that is an error, never a
+    silently different answer."""
+    if needs_population(rule):
+        raise PluginError(
+            f"keep rule ({rule.describe()}) compares rows with each other; "
+            "it must be decided over the whole step (Filter.decide)"
+        )
+    return decide(rule, [(score, None)], default_component)[0].keep
+
+
 def _tiebreak(score: Score) -> tuple[str, str, str]:
     return (score.pair_id, score.instruction_id or "", score.id)
 
@@ -353,7 +366,7 @@ def _percentile(
 def _unflagged(rule: Unflagged, scored: list[Scored], default_component: str) -> list[KeepDecision]:
     decisions = []
     for score, _ in scored:
-        names = sorted(score.values) if rule.unflagged == "all" else rule.unflagged
+        names = list(score.values) if rule.unflagged == "all" else rule.unflagged
         reasons = score.meta.get("reasons", {}) if isinstance(score.meta, dict) else {}
         fired = []
         for name in names:
@@ -435,6 +448,7 @@ __all__ = [
     "components",
     "decide",
     "decide_items",
+    "decide_one",
     "needs_population",
     "parse_rule",
     "percentile_of",
