@@ -1,4 +1,4 @@
-"""ecap.testing.llm_server: the real google-genai and openai SDKs, unmodified, against the fake.
+"""ecap.testing.servers: the real google-genai and openai SDKs, unmodified, against the fake.
 
 Every SDK test skips cleanly when its SDK is missing (``pip install 'editcaption[judges]'``).
 Timing checks use the server's own arrival timestamps, and only lower bounds that the client is
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from ecap.testing.llm_server import (
+from ecap.testing.servers import (
     FakeLLMServer,
     LLMError,
     LLMReply,

@@ -1,4 +1,7 @@
-"""Helpers for tests: tiny image pairs on disk, a registry with the fakes, running a spec."""
+"""Helpers for tests: tiny image pairs on disk, a registry with the fakes, running a spec.
+
+Each helper imports the parts of ecap it uses when called: writing pairs loads no store.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..plugins import Registry, build_registry
-from ..runner import Runner, RunOptions, RunResult
-from ..spec import load_spec
-from ..store import Store
-from .fakes import FakePlugins
+if TYPE_CHECKING:
+    from ..plugins import Registry
+    from ..runner import RunResult
+    from ..store import Store
 
 CATEGORIES = ("color", "add", "remove", "move", "style", "global")
 
@@ -64,6 +66,9 @@ def make_pairs(
 
 def registry_with_fakes() -> Registry:
     """The installed plugins plus the fakes, registered as ``fake`` through the normal hooks."""
+    from ..plugins import build_registry
+    from .fakes import FakePlugins
+
     return build_registry(extra_plugins=[("ecap-testing-fakes", FakePlugins())])
 
 
@@ -74,6 +79,10 @@ def run_spec(
     **options: Any,
 ) -> RunResult:
     """Load and run a spec (default store: ecap.db next to it), without progress bars."""
+    from ..runner import Runner, RunOptions
+    from ..spec import load_spec
+    from ..store import Store
+
     spec = load_spec(spec_path, registry or registry_with_fakes())
     if store is None or isinstance(store, str):
         from ..cli.common import store_url
@@ -88,6 +97,8 @@ def query_store(store: str | Path, statement: Any) -> list[Any]:
     """The scalars a SQLAlchemy ``select`` returns from a store (a URL or a SQLite file path),
     e.g. ``query_store(tmp_path / "ecap.db", select(VerdictRow))``, for assertions in tests."""
     from sqlalchemy.orm import Session
+
+    from ..store import Store
 
     url = str(store) if "://" in str(store) else f"sqlite:///{store}"
     opened = Store(url)
