@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
 from .interfaces import DECISION, TRANSPORT
+from .secrets import REDACTED, SECRET_NAME, scrub
 
 KEY_VERSION = "ecap1"
-SECRET_NAME = re.compile(r"(key|token|secret|password)$", re.IGNORECASE)
-REDACTED = "***"
 
 
 def canonical_json(value: Any) -> str:
@@ -79,24 +77,46 @@ def redact(data: Any, secret_paths: set[tuple[str, ...]], path: tuple[str, ...] 
     return data
 
 
-# ``key: value`` in block or flow YAML; the value stops at a comment, a comma or a bracket.
-_YAML_PAIR = re.compile(
-    r"(?P<key>[\w.-]+)(?P<sep>[\"']?\s*:[ \t]+)"
-    r"(?P<value>\$\{[^}\n]*\}|\"[^\"\n]*\"|'[^'\n]*'|[^\s,{}\[\]#][^,{}\[\]#\n]*)"
-)
-
-
 def redact_text(text: str) -> str:
-    """Spec text safe to store: a literal value under a secret-looking key becomes ``***``.
+    """Spec text safe to store: a literal value under a secret-looking key becomes ``***``, and
+    every registered secret (:mod:`ecap.secrets`) is scrubbed wherever else it appears.
 
-    ``${env:...}`` references are kept: they name the variable, not its value. Someone who typed a
-    key into a spec still gets a working run; the store never holds the key.
+    The text is parsed, and each secret value is cut out at the position the parser reports, so
+    every YAML spelling is covered: plain, quoted, on the next line, folded (``>``) and literal
+    (``|``) block scalars, flow mappings, nested mappings, anchors. ``${env:...}`` references are
+    kept: they name the variable, not its value. Text that does not parse is not stored at all,
+    since where its secrets are cannot be known.
     """
+    import yaml
 
-    def replace(match: re.Match[str]) -> str:
-        value = match["value"].strip()
-        if not SECRET_NAME.search(match["key"]) or "${env:" in value or value in ('""', "''"):
-            return match[0]
-        return f"{match['key']}{match['sep']}{REDACTED}"
+    try:
+        documents = list(yaml.compose_all(text))
+    except yaml.YAMLError:
+        return f"{REDACTED} (the spec text is not stored: it is not valid YAML)\n"
+    spans: set[tuple[int, int]] = set()
+    for document in documents:
+        _secret_spans(document, spans, secret=False)
+    out = text
+    for start, end in sorted(spans, reverse=True):
+        value = out[start:end]
+        trailing = value[len(value.rstrip()) :]  # a block scalar's span ends with its newline
+        out = out[:start] + REDACTED + trailing + out[end:]
+    return scrub(out)
 
-    return _YAML_PAIR.sub(replace, text)
+
+def _secret_spans(node: Any, spans: set[tuple[int, int]], *, secret: bool) -> None:
+    """Collect the text spans of scalar values under secret-looking keys (``secret``: this node
+    is under one), skipping ``${env:...}`` references and empty values."""
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        value = str(node.value)
+        if secret and value.strip() and "${env:" not in value:
+            spans.add((node.start_mark.index, node.end_mark.index))
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            named = isinstance(key, yaml.ScalarNode) and SECRET_NAME.search(str(key.value))
+            _secret_spans(value, spans, secret=secret or bool(named))
+    elif isinstance(node, yaml.SequenceNode):
+        for value in node.value:
+            _secret_spans(value, spans, secret=secret)

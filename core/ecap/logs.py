@@ -1,5 +1,8 @@
 """Structured logs: every event is a name plus fields. Human-readable by default; one JSON object
-per line with ``ECAP_LOG_FORMAT=json`` (or ``ecap --log-json``), for log shippers."""
+per line with ``ECAP_LOG_FORMAT=json`` (or ``ecap --log-json``), for log shippers.
+
+Every line is scrubbed of the secrets the process knows (:mod:`ecap.secrets`) as it is written, so
+a key inside a field, a message or a server's error body never reaches a log."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import logging
 import os
 import sys
 from typing import Any
+
+from .secrets import scrub
 
 LOGGER = logging.getLogger("ecap")
 
@@ -20,13 +25,18 @@ class _JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
             **getattr(record, "fields", {}),
         }
-        return json.dumps(payload, default=str)
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return scrub(json.dumps(payload, default=str))
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in getattr(record, "fields", {}).items())
-        return f"{record.levelname.lower()}: {record.getMessage()} {fields}".rstrip()
+        line = f"{record.levelname.lower()}: {record.getMessage()} {fields}".rstrip()
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return scrub(line)
 
 
 def configure(json_lines: bool | None = None, level: int = logging.INFO) -> None:
