@@ -11,9 +11,15 @@ from __future__ import annotations
 
 from ecap.hookspecs import Register, hookimpl
 
+from .judge import ShapesRulesJudge
 from .source import ShapesSource
 
 
 @hookimpl
 def register_sources(register: Register) -> None:
     register("shapes", ShapesSource)
+
+
+@hookimpl
+def register_judges(register: Register) -> None:
+    register("shapes-rules", ShapesRulesJudge)
