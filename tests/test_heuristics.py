@@ -301,13 +301,3 @@ def test_duplicates_ignore_case_spacing_and_punctuation(pair):
     b = check(pair, "turn  the BOX blue")
     c = check(pair, "Turn the box green!")
     assert a.meta["text_hash"] == b.meta["text_hash"] != c.meta["text_hash"]
-
-
-def test_keep_refuses_a_population_rule_and_answers_a_per_row_rule(pair):
-    from ecap.errors import PluginError
-
-    score = check(pair, "Put it back.")
-    with pytest.raises(PluginError, match="compares rows with each other"):
-        heuristics().keep(score)
-    assert heuristics(keep={"unflagged": ["leak"]}).keep(score) is False
-    assert heuristics(keep={"unflagged": ["too_long"]}).keep(score) is True

@@ -53,7 +53,6 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .errors import PluginError
 from .interfaces import KeepDecision
 from .records import Item, Score
 
@@ -221,18 +220,6 @@ def decide_items(
         else KeepDecision(keep=False, reason="the item has no score")
         for item in items
     ]
-
-
-def decide_one(rule: _Rule, score: Score, default_component: str = "score") -> bool:
-    """Keep one score judged alone, for a caller that decides score by score (``Filter.keep``).
-    A rule that compares rows with each other cannot be decided so: that is an error, never a
-    silently different answer."""
-    if needs_population(rule):
-        raise PluginError(
-            f"keep rule ({rule.describe()}) compares rows with each other; "
-            "it must be decided over the whole step (Filter.decide)"
-        )
-    return decide(rule, [(score, None)], default_component)[0].keep
 
 
 def _tiebreak(score: Score) -> tuple[str, str, str]:
@@ -448,7 +435,6 @@ __all__ = [
     "components",
     "decide",
     "decide_items",
-    "decide_one",
     "needs_population",
     "parse_rule",
     "percentile_of",

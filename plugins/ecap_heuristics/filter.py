@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from ecap.images import ImageReadError, prepare_image
 from ecap.interfaces import Filter, KeepDecision, PluginConfig, decision_field
-from ecap.keep import KeepRule, decide_items, decide_one, parse_rule
+from ecap.keep import KeepRule, decide_items, parse_rule
 from ecap.records import Item, SampleError, Score
 
 from .images import PairDifference, difference
@@ -158,9 +158,6 @@ class HeuristicsFilter(Filter):
 
     def decide(self, items: Sequence[Item]) -> list[KeepDecision]:
         return decide_items(self.config.keep, items)
-
-    def keep(self, score: Score) -> bool:
-        return decide_one(self.config.keep, score)
 
 
 __all__ = ["CHECKS", "HeuristicsConfig", "HeuristicsFilter"]
