@@ -22,6 +22,11 @@ identically, only video support is missing.
 Answers are decoded up to the first end-of-turn token with the special tokens kept, so that
 thinking blocks and GLM's box markers reach the caller's cleaning intact instead of being
 silently merged into the answer.
+
+A LoRA adapter (``options.lora``: a PEFT folder relative to the spec, or a hub id) is loaded onto
+the base model with peft and merged into its weights, so generation runs at the base model's
+speed. The adapter enters the model's identity (a folder by the sha256 of its files, a hub id as
+written), so answers name it and a retrained adapter at the same path is a different model.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from pydantic import Field
 
 from ecap.errors import EcapError
 from ecap.interfaces import require, transport_field
+from ecap.models import describe_model, local_folder
 from ecap.records import SampleError
-
 from ecap.vlm import (
     TRUNCATED,
     BackendOptions,
@@ -48,7 +53,6 @@ from ecap.vlm import (
     Sampling,
     VLMRequest,
 )
-from ecap.models import describe_model, local_folder
 
 THINK_OPEN = "<think>"
 
@@ -80,6 +84,11 @@ class TransformersOptions(BackendOptions):
     trust_remote_code: bool = Field(
         False, description="run code shipped with a model (semantic: it decides what runs)"
     )
+    lora: str | None = Field(
+        None,
+        description="a LoRA adapter (PEFT format) merged into the model: a folder relative to "
+        "the spec, or a hub id",
+    )
 
 
 class TransformersBackend(LocalBackend):
@@ -110,20 +119,24 @@ class TransformersBackend(LocalBackend):
         folder = local_folder(self.options.processor, self.context.base_dir)
         return str(folder) if folder else self.options.processor
 
+    @property
+    def lora_source(self) -> str | None:
+        """``options.lora`` as a local folder (relative to the spec) or a hub id."""
+        if self.options.lora is None:
+            return None
+        folder = local_folder(self.options.lora, self.context.base_dir)
+        return str(folder) if folder else self.options.lora
+
     def cache_identity(self) -> ModelIdentity:
-        """The weights' identity, combined with the processor's when it comes from elsewhere."""
-        base = super().cache_identity()
-        if self.options.processor is None:
-            return base
-        processor = describe_model(self.options.processor, None, self.context.base_dir)
-        combined = hashlib.sha256(
-            f"{base.content_hash or ''}\0{processor.label()}".encode()
-        ).hexdigest()
-        return ModelIdentity(
-            name=f"{base.name}+processor:{processor.name}",
-            revision=base.revision,
-            content_hash=f"sha256:{combined}",
-        )
+        """The weights' identity, combined with the adapter's and the processor's when they
+        come from elsewhere."""
+        identity = super().cache_identity()
+        for role, ref in (("lora", self.options.lora), ("processor", self.options.processor)):
+            if ref is not None:
+                identity = _combined(
+                    identity, role, describe_model(ref, None, self.context.base_dir)
+                )
+        return identity
 
     def load(self) -> tuple[Any, Any]:
         """The model and processor, loaded on first use. A load that failed is not tried again
@@ -166,11 +179,27 @@ class TransformersBackend(LocalBackend):
                 raise EcapError(
                     f"cannot load model {self.model!r}: {type(exc).__name__}: {exc}"
                 ) from exc
+            if self.options.lora is not None:
+                model = self._with_adapter(model)
             model.eval()
             self._processor = processor
             self._model = model
             self._commit = getattr(model.config, "_commit_hash", None)
         return self._model, self._processor
+
+    def _with_adapter(self, model: Any) -> Any:
+        """``model`` with the LoRA adapter merged into its weights."""
+        peft = require("peft", EXTRA, PLUGIN)
+        try:
+            adapted = peft.PeftModel.from_pretrained(model, self.lora_source)
+        except Exception as exc:
+            if self.is_out_of_memory(exc):
+                raise
+            raise EcapError(
+                f"cannot load LoRA adapter {self.options.lora!r} onto {self.model!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return adapted.merge_and_unload()
 
     def _load_processor(self, transformers: Any) -> Any:
         source = self.processor_source or self.source
@@ -301,6 +330,16 @@ class TransformersBackend(LocalBackend):
                 )
             )
         return generations
+
+
+def _combined(base: ModelIdentity, role: str, part: ModelIdentity) -> ModelIdentity:
+    """``base`` with ``part`` (an adapter, a processor) folded into its name and hash."""
+    combined = hashlib.sha256(f"{base.content_hash or ''}\0{part.label()}".encode()).hexdigest()
+    return ModelIdentity(
+        name=f"{base.name}+{role}:{part.name}",
+        revision=base.revision,
+        content_hash=f"sha256:{combined}",
+    )
 
 
 def row_seed(request: VLMRequest, candidate: int) -> int:
