@@ -43,7 +43,7 @@ from typing import Any
 
 from PIL import Image
 
-from ecap.interfaces import AnnotationSource, PluginContext
+from ecap.interfaces import PluginContext, Source
 from ecap.plugins import Registry
 from ecap.spec import load_spec
 from ecap.testing import FakeLLMServer, LLMRequest, registry_with_fakes, run_spec
@@ -167,7 +167,7 @@ def provider_alone(
         for id, step in steps.items()
     }
     source, judge = plugins["eval"], plugins["judge"]
-    assert isinstance(source, AnnotationSource) and isinstance(judge, RubricJudge)
+    assert isinstance(source, Source) and isinstance(judge, RubricJudge)
     loaded = source.load(list(source.rows()))
     items = [item for result in loaded if isinstance(result, list) for item in result]
     requests = [request for item in items for _, request in judge.requests_for(item)]

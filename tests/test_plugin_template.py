@@ -174,3 +174,42 @@ def test_template_own_tests_pass(installed: dict[str, Path]) -> None:
         ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], installed["target"], source
     )
     assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout
+
+
+def test_a_third_party_vlm_backend_captions_through_the_hook_alone(
+    installed: dict[str, Path], tmp_path: Path
+) -> None:
+    """The template registers ``template-brightness`` with ``register_vlm_backends``; the built-in
+    ``vlm`` captioner runs it by name, without knowing the package."""
+    target = installed["target"]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"""\
+name: third-party-backend
+steps:
+  pairs:
+    source: csv
+    with: {{path: {json.dumps(str(QUICKSTART_PAIRS))}}}
+  captions:
+    caption: vlm
+    from: pairs
+    with: {{model: none, backend: template-brightness, options: {{threshold: 1.0}}}}
+"""
+    )
+    run = _ecap(["pipeline", "run", str(spec), "--json", "--no-progress"], target, tmp_path)
+    steps = {s["step"]: s for s in run["steps"]}
+    assert run["status"] == "complete", steps
+    assert (steps["captions"]["done"], steps["captions"]["failed"]) == (6, 0)
+    instructions = _ecap(
+        ["provenance", "query", "--type", "instruction", "--store", str(spec), "--json"],
+        target,
+        tmp_path,
+    )
+    written = {i["text"] for i in instructions if i["origin"] == "model"}
+    assert written and written <= {
+        "Make the whole image brighter.",
+        "Make the whole image darker.",
+        "Keep the image as it is.",
+    }
+    # The quickstart's night scene is darker than its source.
+    assert "Make the whole image darker." in written

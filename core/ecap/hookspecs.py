@@ -1,6 +1,13 @@
-"""Every hook a plugin can implement. One registration hook per plugin kind, in the style of
-``register_captioners(register)``: the plugin calls ``register(name, PluginClass)`` for each plugin
-it offers. ``PluginClass`` lives in a module that imports nothing heavy at load time.
+"""Every hook a plugin can implement.
+
+One registration hook per plugin kind, named by the kind's interface
+(:class:`ecap.interfaces.KindContract`): ``register_captioners(register)``,
+``register_filters(register)`` and so on. The plugin calls ``register(name, PluginClass)`` for each
+plugin it offers; ``PluginClass`` lives in a module that imports nothing heavy at load time. The
+kind hooks are written out from the interfaces' contracts below, so a new kind needs no edit here.
+
+Shared services and commands have their own hooks: :func:`register_vlm_backends`,
+:func:`register_commands`.
 """
 
 from __future__ import annotations
@@ -10,40 +17,30 @@ from typing import Any
 
 import pluggy
 
+from .interfaces import KINDS
+
 hookspec = pluggy.HookspecMarker("ecap")
 hookimpl = pluggy.HookimplMarker("ecap")
 
 Register = Callable[[str, Any], None]
 
 
-@hookspec
-def register_sources(register: Register) -> None:
-    """Register AnnotationSource plugins, usable as ``source:`` and ``annotate:`` steps."""
+def _kind_hook(interface: type) -> Callable[[Register], None]:
+    contract = interface.contract  # type: ignore[attr-defined]
+
+    def register_kind(register: Register) -> None: ...
+
+    register_kind.__name__ = register_kind.__qualname__ = contract.hook
+    register_kind.__module__ = __name__
+    register_kind.__doc__ = (
+        f"Register :class:`~ecap.interfaces.{interface.__name__}` plugins, usable as "
+        f"``{contract.key}:`` steps: {contract.summary}."
+    )
+    return hookspec(register_kind)  # type: ignore[no-any-return]
 
 
-@hookspec
-def register_captioners(register: Register) -> None:
-    """Register Captioner plugins, usable as ``caption:`` steps."""
-
-
-@hookspec
-def register_filters(register: Register) -> None:
-    """Register Filter plugins, usable as ``filter:`` steps."""
-
-
-@hookspec
-def register_trainers(register: Register) -> None:
-    """Register Trainer plugins, usable as ``train:`` steps."""
-
-
-@hookspec
-def register_judges(register: Register) -> None:
-    """Register Judge plugins, usable as ``judge:`` steps."""
-
-
-@hookspec
-def register_exporters(register: Register) -> None:
-    """Register Exporter plugins, usable as ``export:`` steps and by ``ecap export``."""
+for _interface in KINDS.values():
+    globals()[_interface.contract.hook] = _kind_hook(_interface)
 
 
 @hookspec
@@ -57,14 +54,3 @@ def register_vlm_backends(register: Register) -> None:
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add click commands or groups to the ``ecap`` command line."""
-
-
-#: Registry kind -> name of the hook that fills it.
-KIND_HOOKS: dict[str, str] = {
-    "source": "register_sources",
-    "caption": "register_captioners",
-    "filter": "register_filters",
-    "train": "register_trainers",
-    "judge": "register_judges",
-    "export": "register_exporters",
-}

@@ -20,13 +20,24 @@ import inspect
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import MissingExtraError, PluginError
-from .records import Dataset, Instruction, Item, Model, Preference, SampleError, Score, Verdict
+from .records import (
+    Dataset,
+    Instruction,
+    Item,
+    Model,
+    Preference,
+    Record,
+    SampleError,
+    Score,
+    Verdict,
+)
 
 #: Marks a config field that changes only how fast or how robustly work is done (concurrency,
 #: timeouts, retries, batch size). Such fields never enter a cache key.
@@ -70,6 +81,21 @@ class PluginContext(BaseModel):
     #: Store records that a step needs for lineage but does not output as items:
     #: ``save_records(records)``, committed at once (a record already stored is left as it is).
     save_records: Any = None
+    #: ``resolve_model(ref) -> ecap.models.ResolvedModel``: a config field naming a model (a hub
+    #: id, a local path or ``{step: NAME}``) made concrete. The runner resolves ``{step: NAME}``
+    #: to the model that train step produced; outside a run only paths and hub ids resolve.
+    resolve_model: Any = None
+    #: ``log_metrics(step, values)``: numbers a long job reports as it goes (a training's loss per
+    #: logging step), stored with the step run. ``None`` outside a run.
+    log_metrics: Any = None
+
+    def model(self, ref: Any) -> Any:
+        """``ref`` resolved: through the run's resolver when there is one, else as a path or id."""
+        if self.resolve_model is not None:
+            return self.resolve_model(ref)
+        from .models import resolve_model
+
+        return resolve_model(ref, self.base_dir)
 
 
 def require(module: str, extra: str, plugin: str | None = None) -> Any:
@@ -80,6 +106,49 @@ def require(module: str, extra: str, plugin: str | None = None) -> Any:
         raise MissingExtraError(extra, module, plugin) from exc
 
 
+class SourceRow(BaseModel):
+    """One unit of import work: a stable key (so a killed import resumes) and the raw data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    data: dict[str, Any]
+
+
+#: How the runner drives a kind: per sample in batches, over the whole input at once, or by
+#: pushing work to humans and pulling back what they finished.
+Shape = Literal["per_sample", "whole_input", "human"]
+
+
+@dataclass(frozen=True)
+class KindContract:
+    """Everything the rest of ecap needs to know about a plugin kind, declared once by its
+    interface (``contract = KindContract(...)`` in the class body).
+
+    The hookspecs, the registry, spec validation, the runner, the planner and ``ecap plugins``
+    all read this, so adding a kind is writing one interface class.
+    """
+
+    key: str  # the spec's kind key (``caption: vlm``) and the registry's kind
+    hook: str  # the registration hook: ``register_captioners(register)``
+    method: str  # what the runner calls with a batch (or the whole input)
+    shape: Shape
+    async_method: str | None = None  # coroutine variant a network-bound plugin may implement
+    #: The item slot a result fills (per-sample kinds), ``None`` when results are items already.
+    output_slot: str | None = None
+    #: Slots a new result makes stale: a new instruction has no score or verdict yet.
+    clears: tuple[str, ...] = ()
+    takes_input: bool = True  # False: the step reads its own input and takes no ``from:``
+    #: The record a whole-input step makes of its inputs (``model``, ``dataset``), which later
+    #: steps can name: ``model: {step: NAME}`` must name a step that produces a model.
+    produces: str | None = None
+    summary: str = ""  # one line for docs and ``ecap plugins``
+
+
+#: Spec kind key -> interface, filled by every interface that declares a contract.
+KINDS: dict[str, type[Plugin]] = {}
+
+
 class Plugin(ABC):
     """Common base. Subclasses set ``Config`` and are constructed with a validated config.
 
@@ -87,11 +156,16 @@ class Plugin(ABC):
     that ``ecap pipeline validate`` and ``plan`` never pay for them.
     """
 
-    kind: ClassVar[str]
+    contract: ClassVar[KindContract]
     Config: ClassVar[type[PluginConfig]] = PluginConfig
     #: Bump when the plugin's output for the same config and input changes (a new prompt, a fix),
     #: so that cached results are recomputed. Part of every cache key, next to the package version.
     revision: ClassVar[str] = "1"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "contract" in cls.__dict__:
+            KINDS[cls.contract.key] = cls
 
     def __init__(self, config: PluginConfig, context: PluginContext) -> None:
         self.config = config
@@ -104,6 +178,67 @@ class Plugin(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models, sessions or servers. Called once when the step ends."""
+
+    def attach(self, item: Item, result: Any) -> list[Item]:
+        """The items a step emits for ``item`` given the plugin's ``result`` for it: the result
+        in the kind's output slot, the slots it makes stale cleared, everything else passed on."""
+        slot = self.contract.output_slot
+        results = result if isinstance(result, list) else [result]
+        if slot is None:
+            return results
+        cleared = dict.fromkeys(self.contract.clears)
+        return [item.model_copy(update={**cleared, slot: r}) for r in results]
+
+    def select(self, items: list[Item]) -> tuple[list[Item], dict[str, int]]:
+        """The step's outputs after any decision taken over all of them, and counts to report.
+        Called on every run with cached and fresh outputs alike; most kinds keep everything."""
+        return items, {}
+
+
+class Source(Plugin):
+    """Imports pairs and whatever a file carries: instructions, references, preferences, labels."""
+
+    contract = KindContract(
+        key="source",
+        hook="register_sources",
+        method="load",
+        shape="per_sample",
+        takes_input=False,
+        summary="imports pairs (and the records a file carries) from outside",
+    )
+
+    @abstractmethod
+    def rows(self) -> Iterable[SourceRow]:
+        """Cheaply list the rows to import, each with a stable key."""
+
+    @abstractmethod
+    def load(self, batch: Sequence[SourceRow]) -> list[list[Item] | SampleError]:
+        """Turn rows into items (checking images, hashing bytes)."""
+
+
+class Annotator(Plugin):
+    """A human step: sends items to people and later brings back what they finished.
+
+    The step waits while work is out; each later run pulls again. ``push`` must be idempotent
+    (the runner stores task ids before pulling, but a crash between the two pushes again).
+    """
+
+    contract = KindContract(
+        key="annotate",
+        hook="register_annotators",
+        method="pull",
+        shape="human",
+        summary="sends items to humans and imports what they finished",
+    )
+
+    @abstractmethod
+    def push(self, batch: Sequence[Item]) -> list[str]:
+        """Send items to humans; return one external task id per item."""
+
+    @abstractmethod
+    def pull(self, tasks: Sequence[tuple[Item, str]]) -> list[list[Item] | SampleError | None]:
+        """For each (item, task id) pushed earlier: the finished result as items (possibly none,
+        when the human skipped it), a failure, or ``None`` while the task still waits."""
 
 
 def _either(sync: str, asynchronous: str) -> Any:
@@ -130,45 +265,19 @@ def has_async(plugin: Plugin, method: str) -> bool:
     return inspect.iscoroutinefunction(fn) and not getattr(fn, "ecap_default", False)
 
 
-class SourceRow(BaseModel):
-    """One unit of import work: a stable key (so a killed import resumes) and the raw data."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str
-    data: dict[str, Any]
-
-
-class AnnotationSource(Plugin):
-    """Yields pairs and whatever they carry: instructions, references, preferences, human labels.
-
-    Used as ``source:`` it reads rows; used as ``annotate:`` it also sends upstream items to humans
-    (``push``) and later brings back what they finished (``pull``), and the step waits meanwhile.
-    """
-
-    kind = "source"
-
-    @abstractmethod
-    def rows(self) -> Iterable[SourceRow]:
-        """Cheaply list the rows to import, each with a stable key."""
-
-    @abstractmethod
-    def load(self, batch: Sequence[SourceRow]) -> list[list[Item] | SampleError]:
-        """Turn rows into items (checking images, hashing bytes)."""
-
-    def push(self, batch: Sequence[Item]) -> list[str]:
-        """Send items to humans; return one external task id per item. Must be idempotent."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be used as an annotate step")
-
-    def pull(self, tasks: Sequence[tuple[Item, str]]) -> list[list[Item] | SampleError | None]:
-        """For each (item, task id) pushed earlier: the finished result, or ``None`` if pending."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be used as an annotate step")
-
-
 class Captioner(Plugin):
     """Pairs -> instructions (possibly several candidates per pair)."""
 
-    kind = "caption"
+    contract = KindContract(
+        key="caption",
+        hook="register_captioners",
+        method="caption",
+        async_method="acaption",
+        shape="per_sample",
+        output_slot="instruction",
+        clears=("score", "verdict", "preference"),
+        summary="writes editing instructions for pairs",
+    )
 
     caption: Callable[[Sequence[Item]], Sequence[list[Instruction] | SampleError | None]] = _either(
         "caption", "acaption"
@@ -178,14 +287,33 @@ class Captioner(Plugin):
     ] = _async_default("acaption")
 
 
+class KeepDecision(BaseModel):
+    """A filter's verdict on one scored item, with the reason when it is dropped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keep: bool
+    reason: str = ""
+
+
 class Filter(Plugin):
     """(pair, instruction) -> scores, then a cheap keep/drop decision from those scores.
 
-    ``score`` is the expensive, cached part; ``keep`` must depend only on the score and on config
-    fields marked with :func:`decision_field`, so changing a threshold recomputes nothing.
+    ``score`` is the expensive, cached part. ``decide`` sees the scores of every item the step
+    outputs at once (a top-k or percentile rule needs the whole population) and must depend only
+    on them and on config fields marked with :func:`decision_field`, so changing a threshold
+    recomputes nothing: the runner re-decides from stored scores on every run.
     """
 
-    kind = "filter"
+    contract = KindContract(
+        key="filter",
+        hook="register_filters",
+        method="score",
+        async_method="ascore",
+        shape="per_sample",
+        output_slot="score",
+        summary="scores (pair, instruction) and keeps or drops it",
+    )
 
     score: Callable[[Sequence[Item]], Sequence[Score | SampleError | None]] = _either(
         "score", "ascore"
@@ -194,15 +322,42 @@ class Filter(Plugin):
         _async_default("ascore")
     )
 
-    @abstractmethod
     def keep(self, score: Score) -> bool:
-        """Decide from a stored score."""
+        """Decide from one stored score (filters whose rule looks at one score at a time)."""
+        raise PluginError(f"{type(self).__name__} implements neither keep() nor decide()")
+
+    def decide(self, items: Sequence[Item]) -> list[KeepDecision]:
+        """Decide for every scored item of the step at once; by default ``keep`` one by one."""
+        return [
+            KeepDecision(keep=True)
+            if item.score is None
+            else KeepDecision(keep=self.keep(item.score), reason="rejected by keep()")
+            for item in items
+        ]
+
+    def select(self, items: list[Item]) -> tuple[list[Item], dict[str, int]]:
+        decisions = self.decide(items)
+        if len(decisions) != len(items):
+            raise PluginError(
+                f"{type(self).__name__}.decide returned {len(decisions)} decisions "
+                f"for {len(items)} items"
+            )
+        kept = [item for item, d in zip(items, decisions, strict=True) if d.keep]
+        return kept, {"kept": len(kept), "dropped": len(items) - len(kept)}
 
 
 class Judge(Plugin):
     """(pair, instruction, reference) -> verdict."""
 
-    kind = "judge"
+    contract = KindContract(
+        key="judge",
+        hook="register_judges",
+        method="judge",
+        async_method="ajudge",
+        shape="per_sample",
+        output_slot="verdict",
+        summary="grades instructions against references",
+    )
 
     judge: Callable[[Sequence[Item]], Sequence[Verdict | SampleError | None]] = _either(
         "judge", "ajudge"
@@ -215,11 +370,25 @@ class Judge(Plugin):
 class Trainer(Plugin):
     """A dataset (frozen by the runner) and a base model -> a new model."""
 
-    kind = "train"
+    contract = KindContract(
+        key="train",
+        hook="register_trainers",
+        method="train",
+        shape="whole_input",
+        produces="model",
+        summary="trains a model on the frozen dataset of its inputs",
+    )
 
     @abstractmethod
     def train(self, items: Sequence[Item], dataset: Dataset) -> Model:
         """Train on ``items``, which are exactly the rows of ``dataset``."""
+
+    def produce(self, items: Sequence[Item], dataset: Dataset) -> list[Record]:
+        """What the runner stores: the dataset, and the model trained on it."""
+        model = self.train(items, dataset)
+        if model.dataset_id is None:
+            model = model.model_copy(update={"dataset_id": dataset.id})
+        return [dataset, model]
 
 
 class ExportResult(BaseModel):
@@ -230,42 +399,44 @@ class ExportResult(BaseModel):
 class Exporter(Plugin):
     """Write items somewhere (JSONL, Parquet, HF datasets, annotation tasks)."""
 
-    kind = "export"
+    contract = KindContract(
+        key="export",
+        hook="register_exporters",
+        method="export",
+        shape="whole_input",
+        produces="dataset",
+        summary="writes its inputs to files",
+    )
 
     @abstractmethod
     def export(self, items: Sequence[Item], content_hash: str) -> ExportResult:
         """Write ``items``; ``content_hash`` identifies exactly this selection."""
 
+    def produce(self, items: Sequence[Item], dataset: Dataset) -> list[Record]:
+        """What the runner stores: the dataset, with where and how it was written."""
+        result = self.export(items, dataset.content_hash)
+        return [dataset.model_copy(update={"uri": result.uri, "format": result.format})]
 
-#: Spec kind key -> the interface its plugins implement. ``annotate`` reuses AnnotationSource.
-KIND_INTERFACES: dict[str, type[Plugin]] = {
-    "source": AnnotationSource,
-    "caption": Captioner,
-    "filter": Filter,
-    "annotate": AnnotationSource,
-    "train": Trainer,
-    "judge": Judge,
-    "export": Exporter,
-}
-#: Registry kind for each spec kind key (``annotate`` steps use registered sources).
-REGISTRY_KIND: dict[str, str] = {k: ("source" if k == "annotate" else k) for k in KIND_INTERFACES}
+
 StepKind = Literal["source", "caption", "filter", "annotate", "train", "judge", "export"]
 
 __all__ = [
     "DECISION",
-    "KIND_INTERFACES",
-    "REGISTRY_KIND",
+    "KINDS",
     "TRANSPORT",
-    "AnnotationSource",
+    "Annotator",
     "Captioner",
     "ExportResult",
     "Exporter",
     "Filter",
     "Judge",
+    "KeepDecision",
+    "KindContract",
     "Plugin",
     "PluginConfig",
     "PluginContext",
     "Preference",
+    "Source",
     "SourceRow",
     "StepKind",
     "Trainer",

@@ -22,7 +22,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, did_you_mean
-from .interfaces import KIND_INTERFACES, REGISTRY_KIND, Plugin
+from .interfaces import KINDS, Plugin
 
 ENTRY_POINT_GROUP = "ecap"
 
@@ -68,23 +68,21 @@ class Registry:
 
     def get(self, kind: str, name: str) -> PluginInfo:
         """The plugin registered as ``name`` for a spec kind key, or an error that helps."""
-        registry_kind = REGISTRY_KIND.get(kind, kind)
-        if (registry_kind, name) in self.conflicts:
+        if (kind, name) in self.conflicts:
             owners = " and ".join(
-                f"'{p.package}' ({p.entry_point})" for p in self.conflicts[registry_kind, name]
+                f"'{p.package}' ({p.entry_point})" for p in self.conflicts[kind, name]
             )
             raise PluginError(
-                f"{registry_kind} plugin '{name}' is registered by both {owners}; "
+                f"{kind} plugin '{name}' is registered by both {owners}; "
                 "uninstall one, or block one with ECAP_BLOCK_PLUGINS"
             )
         try:
-            return self.plugins[registry_kind, name]
+            return self.plugins[kind, name]
         except KeyError:
             broken = [b.entry_point for b in self.broken]
             hint = f" (plugins that failed to load: {', '.join(broken)})" if broken else ""
             raise PluginError(
-                f"unknown {kind} plugin '{name}'"
-                f"{did_you_mean(name, self.names(registry_kind))}{hint}"
+                f"unknown {kind} plugin '{name}'{did_you_mean(name, self.names(kind))}{hint}"
             ) from None
 
     def add(self, info: PluginInfo) -> None:
@@ -147,8 +145,8 @@ def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Reg
         pm.register(holder, name=name)
         owners[name] = (*_dist_of(holder), name)
 
-    for kind, hook_name in hookspecs.KIND_HOOKS.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+    for kind, interface in KINDS.items():
+        for impl in getattr(pm.hook, interface.contract.hook).get_hookimpls():
             package, version, ep_value = owners.get(impl.plugin_name, ("unknown", "0", "?"))
 
             def register(
@@ -206,7 +204,7 @@ def _collect_vlm_backends(
 
 
 def _check_plugin_class(kind: str, name: str, cls: Any) -> None:
-    expected = KIND_INTERFACES[kind]
+    expected = KINDS[kind]
     if not (isinstance(cls, type) and issubclass(cls, expected)):
         raise PluginError(f"{kind} plugin '{name}' must be a subclass of {expected.__name__}")
 

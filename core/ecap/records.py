@@ -185,12 +185,20 @@ class Model(Record):
     name: str
     uri: str
     revision: str | None = None
+    #: The stored model this one was fine-tuned from (an earlier train step's), if any.
     base_model_id: str | None = None
+    #: The dataset it was trained on (set by the runner when the trainer leaves it empty).
+    dataset_id: str | None = None
 
     def lineage(self) -> list[Lineage]:
-        if not self.base_model_id:
-            return []
-        return [Lineage(verb="wasDerivedFrom", target_type="model", target_id=self.base_model_id)]
+        edges = []
+        if self.base_model_id:
+            edges.append(
+                Lineage(verb="wasDerivedFrom", target_type="model", target_id=self.base_model_id)
+            )
+        if self.dataset_id:
+            edges.append(Lineage(verb="used", target_type="dataset", target_id=self.dataset_id))
+        return edges
 
 
 def _used_subject(pair_id: str, instruction_id: str | None) -> Lineage:
@@ -221,14 +229,8 @@ class Item(BaseModel):
     verdict: Verdict | None = None
     preference: Preference | None = None
 
-    SLOTS: ClassVar[tuple[str, ...]] = (
-        "pair",
-        "instruction",
-        "reference",
-        "score",
-        "verdict",
-        "preference",
-    )
+    #: The record slots, in field order: the order of :meth:`refs` and so of every cache key.
+    SLOTS: ClassVar[tuple[str, ...]]
 
     def records(self) -> list[Record]:
         return [r for slot in self.SLOTS if (r := getattr(self, slot)) is not None]
@@ -247,6 +249,9 @@ class Item(BaseModel):
             if (r := getattr(self, slot)) is not None:
                 return r
         return self.pair
+
+
+Item.SLOTS = tuple(Item.model_fields)
 
 
 class SampleError(BaseModel):

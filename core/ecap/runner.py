@@ -11,51 +11,26 @@ nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+import os
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .calls import CallLog
 from .errors import EcapError
+from .execution import StepExecution, StepOutcome
 from .hashing import digest, redact, redact_text, semantic_config
-from .interfaces import (
-    AnnotationSource,
-    Captioner,
-    Exporter,
-    Filter,
-    Judge,
-    Plugin,
-    PluginContext,
-    SourceRow,
-    Trainer,
-    has_async,
-)
+from .interfaces import Plugin, PluginContext
 from .logs import event
+from .models import ModelRef, ResolvedModel, resolve_model
 from .progress import Progress
-from .records import Dataset, Item, Record, SampleError
+from .records import Item, Model
 from .spec import Spec, Step
 from .store import Store
-from .store.store import Finished
-
-#: What a step made of one input: items, a failure, or ``None`` when the work is still pending
-#: outside the process (humans in Label Studio, a batch-API job); the step then waits.
-Outcome = list[Item] | SampleError | None
-AGGREGATE_KINDS = {"train", "export"}
-
-
-@dataclass
-class StepOutcome:
-    step_id: str
-    status: str  # complete, cached, waiting, failed, skipped
-    step_run_id: str | None = None
-    counts: dict[str, int] = field(default_factory=dict)
-    error: str | None = None
 
 
 @dataclass
@@ -73,20 +48,13 @@ class RunOptions:
     retry_delay: float = 0.5  # first backoff; doubles per retry
 
 
-@dataclass
-class _Input:
-    """One unit of work for a step: what it is, and its cache key."""
-
-    key: str
-    cache_key: str
-    payload: Item | SourceRow
-
-
 class Runner:
     def __init__(self, spec: Spec, store: Store, options: RunOptions | None = None) -> None:
         self.spec = spec
         self.store = store
         self.options = options or RunOptions()
+        #: train step id -> the model it produced (this run, or served from the store).
+        self.models: dict[str, Model] = {}
 
     def run(self) -> RunResult:
         plugins = {
@@ -109,7 +77,7 @@ class Runner:
                 for step_id in self.spec.order():
                     step = self.spec.steps[step_id]
                     blocked = [
-                        u for u in step.inputs if outcomes[u].status not in ("complete", "cached")
+                        u for u in step.needs if outcomes[u].status not in ("complete", "cached")
                     ]
                     if blocked:
                         outcomes[step_id] = StepOutcome(
@@ -142,17 +110,44 @@ class Runner:
         context = PluginContext(
             step_id=step.id,
             base_dir=self.spec.base_dir,
-            work_dir=self.spec.base_dir,
+            work_dir=self.work_root() / _safe(step.id),
             limit=self.options.limit,
             logger=logging.getLogger(f"ecap.step.{step.id}"),
+            resolve_model=self.resolve_model,
         )
         return step.plugin.cls(step.config, context)
+
+    def work_root(self) -> Path:
+        """Where steps keep their files (checkpoints, job files): ``$ECAP_WORK_DIR``, else
+        ``.ecap/work`` in the spec's folder. Never the spec's folder itself."""
+        configured = os.environ.get("ECAP_WORK_DIR")
+        return Path(configured) if configured else self.spec.base_dir / ".ecap" / "work"
+
+    def resolve_model(self, ref: ModelRef) -> ResolvedModel:
+        return resolve_model(ref, self.spec.base_dir, trained=self.trained_model)
+
+    def trained_model(self, step_id: str) -> Model:
+        try:
+            return self.models[step_id]
+        except KeyError:
+            raise EcapError(
+                f"step '{step_id}' has not produced a model yet (it must complete first)"
+            ) from None
+
+    def step_models(self, step: Step) -> dict[str, Model]:
+        """The stored models a step's config names, by field path (``model``, ``ref_model``)."""
+        return {".".join(path): self.trained_model(src) for path, src in step.models.items()}
+
+    def step_key(self, step: Step, plugin: Plugin) -> str:
+        """What identifies a step's work, apart from its inputs."""
+        models = {path: model.id for path, model in self.step_models(step).items()}
+        return step_key_of(step, plugin, models)
 
     def _run_step(
         self, run_id: str, step: Step, items: list[Item], progress: Progress
     ) -> tuple[StepOutcome, list[Item]]:
         plugin = self.plugin_for(step)
-        step_key = step_key_of(step, plugin)
+        step_key = self.step_key(step, plugin)
         step_run_id = self.store.start_step(
             run_id=run_id,
             step_id=step.id,
@@ -164,17 +159,19 @@ class Runner:
             step_key=step_key,
         )
         event("step.start", step=step.id, plugin=step.plugin.name, step_run=step_run_id)
-        plugin.context.calls = CallLog(self.store, step_run_id)
-        plugin.context.records = self.store.records
-        plugin.context.save_records = partial(
+        context = plugin.context
+        context.calls = CallLog(self.store, step_run_id)
+        context.records = self.store.records
+        context.save_records = partial(
             self.store.save_batch, step_run_id, step_key, step.id, [], []
         )
-        execution = _StepExecution(self, step, plugin, step_key, step_run_id, progress)
+        context.log_metrics = partial(self.store.save_metrics, step_run_id)
+        execution = self.execution(step, plugin, step_key, step_run_id, progress)
         try:
-            if step.kind in AGGREGATE_KINDS:
-                outcome, produced = execution.aggregate(items)
-            else:
-                outcome, produced = execution.per_sample(items)
+            if plugin.contract.shape == "whole_input":
+                _, content_hash, _ = execution.whole_input_key(items)
+                context.work_dir = context.work_dir / content_hash.split(":")[-1][:16]
+            outcome, produced = execution.run(items)
         except Exception as exc:  # the step fails; independent steps still run
             message = f"{type(exc).__name__}: {exc}"
             self.store.finish_step(step_run_id, "failed", execution.counts, message)
@@ -183,18 +180,40 @@ class Runner:
             return StepOutcome(step.id, "failed", step_run_id, execution.counts, message), []
         finally:
             plugin.close()
-        self.store.finish_step(step_run_id, outcome.status, outcome.counts, outcome.error)
-        event("step.end", step=step.id, status=outcome.status, **outcome.counts)
+        self.remember_models(step, execution)
+        self.store.finish_step(step_run_id, outcome.status, outcome.counts or {}, outcome.error)
+        event("step.end", step=step.id, status=outcome.status, **(outcome.counts or {}))
         return outcome, produced
+
+    def execution(
+        self, step: Step, plugin: Plugin, step_key: str, step_run_id: str, progress: Progress
+    ) -> StepExecution:
+        return StepExecution(
+            step,
+            plugin,
+            self.store,
+            self.options,
+            step_key,
+            step_run_id,
+            progress,
+            models=list(self.step_models(step).values()),
+        )
+
+    def remember_models(self, step: Step, execution: StepExecution) -> None:
+        """Keep the model a train step made, so later steps naming ``{step: ...}`` can use it."""
+        for record in execution.produced:
+            if isinstance(record, Model):
+                self.models[step.id] = record
 
     def _secret_paths(self, step: Step) -> set[tuple[str, ...]]:
         prefix = ("steps", step.id, "with")
         return {p[len(prefix) :] for p in self.spec.secret_paths if p[: len(prefix)] == prefix}
 
 
-def step_key_of(step: Step, plugin: Plugin) -> str:
-    """What identifies a step's work, apart from its inputs."""
-    return digest(
+def step_key_of(step: Step, plugin: Plugin, models: dict[str, str] | None = None) -> str:
+    """What identifies a step's work, apart from its inputs: the plugin, its version and
+    revision, the semantic config, the plugin's fingerprint, and the stored models it names."""
+    parts: list[Any] = [
         "step",
         step.kind,
         step.plugin.name,
@@ -202,359 +221,14 @@ def step_key_of(step: Step, plugin: Plugin) -> str:
         plugin.revision,
         semantic_config(step.config),
         plugin.fingerprint(),
-    )
+    ]
+    if models:
+        parts.append(models)  # only when present, so keys of steps without models never change
+    return digest(*parts)
 
 
-class _StepExecution:
-    """The state of one step while it runs (or while ``ecap pipeline plan`` looks at it)."""
-
-    def __init__(
-        self,
-        runner: Runner,
-        step: Step,
-        plugin: Plugin,
-        step_key: str,
-        step_run_id: str,
-        progress: Progress,
-    ) -> None:
-        self.runner, self.step, self.plugin = runner, step, plugin
-        self.store = runner.store
-        self.step_key, self.step_run_id = step_key, step_run_id
-        self.progress = progress
-        self.counts = {"inputs": 0, "cached": 0, "done": 0, "failed": 0, "pending": 0}
-
-    # -- per-sample kinds: source, caption, filter, judge, annotate ---------------------------
-
-    def per_sample(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
-        inputs = self.inputs(items)
-        self.counts["inputs"] = len(inputs)
-        finished = self.store.finished([i.cache_key for i in inputs])
-        self.counts["cached"] = len(finished)
-        todo = [i for i in inputs if i.cache_key not in finished]
-        results: dict[str, list[Item]] = {}
-        if todo:
-            task = self.progress.add(f"{self.step.kind} {self.step.id}", len(todo))
-            if self.step.kind == "annotate":
-                results = self._annotate(todo, task)
-            else:
-                results = self._process(todo, task)
-        produced = self.outputs(inputs, finished, results)
-        if isinstance(self.plugin, Filter):
-            self.counts["kept"] = len(produced)
-        return self._outcome(), produced
-
-    def outputs(
-        self,
-        inputs: list[_Input],
-        finished: dict[str, list[dict[str, str]]],
-        fresh: dict[str, list[Item]],
-    ) -> list[Item]:
-        """The step's output items in input order: cached ones read back, fresh ones as made;
-        for a filter, only those its (current) thresholds keep."""
-        cached = iter(self.store.hydrate([ref for refs in finished.values() for ref in refs]))
-        by_key = {key: [next(cached) for _ in refs] for key, refs in finished.items()}
-        by_key.update(fresh)
-        produced = [item for i in inputs for item in by_key.get(i.cache_key, [])]
-        if isinstance(self.plugin, Filter):
-            keep = self.plugin.keep
-            produced = [item for item in produced if item.score is None or keep(item.score)]
-        return produced
-
-    def inputs(self, items: list[Item]) -> list[_Input]:
-        """One input per distinct key: the same row or item reaching a step twice is one sample."""
-        payloads: list[tuple[str, Item | SourceRow]]
-        if self.step.kind == "source":
-            assert isinstance(self.plugin, AnnotationSource)
-            payloads = [(row.key, row) for row in self.plugin.rows()]
-        else:
-            payloads = [(item.key(), item) for item in items]
-        limit = self.runner.options.limit if self.step.kind == "source" else None
-        unique: dict[str, Item | SourceRow] = {}
-        for key, payload in payloads:
-            if limit is not None and len(unique) >= limit:
-                break
-            unique.setdefault(key, payload)
-        return [_Input(key, digest(self.step_key, key), p) for key, p in unique.items()]
-
-    def _outcome(self) -> StepOutcome:
-        c = self.counts
-        attempted = c["done"] + c["failed"]
-        rate = self.runner.options.max_error_rate
-        limit = self.step.options.max_error_rate if rate is None else rate
-        if attempted and c["failed"] / attempted > limit:
-            return StepOutcome(
-                self.step.id,
-                "failed",
-                self.step_run_id,
-                c,
-                f"{c['failed']} of {attempted} samples failed "
-                f"(more than max_error_rate={limit}); see `ecap runs show`",
-            )
-        if c["pending"]:
-            return StepOutcome(
-                self.step.id,
-                "waiting",
-                self.step_run_id,
-                c,
-                f"{c['pending']} samples are with annotators",
-            )
-        status = "cached" if c["inputs"] and c["cached"] == c["inputs"] else "complete"
-        return StepOutcome(self.step.id, status, self.step_run_id, c)
-
-    def _process(self, todo: list[_Input], task: Any) -> dict[str, list[Item]]:
-        size = self.step.options.batch_size
-        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-        results: dict[str, list[Item]] = {}
-        async_method = {"caption": "acaption", "filter": "ascore", "judge": "ajudge"}.get(
-            self.step.kind
-        )
-        if async_method and has_async(self.plugin, async_method):
-            asyncio.run(self._process_async(batches, results, task))
-        else:
-            for batch in batches:
-                outcomes = self._with_retries(partial(self._call_sync, batch), len(batch))
-                self._commit(batch, outcomes, results)
-                self.progress.advance(task, len(batch))
-        return results
-
-    async def _process_async(
-        self, batches: list[list[_Input]], results: dict[str, list[Item]], task: Any
-    ) -> None:
-        limiter = asyncio.Semaphore(self.step.options.concurrency)
-
-        async def one(batch: list[_Input]) -> None:
-            async with limiter:
-                outcomes = await self._with_retries_async(
-                    lambda: self._call_async(batch), len(batch)
-                )
-            self._commit(batch, outcomes, results)
-            self.progress.advance(task, len(batch))
-
-        await asyncio.gather(*(one(b) for b in batches))
-
-    def _call_sync(self, batch: list[_Input]) -> list[Outcome]:
-        payloads: Any = [i.payload for i in batch]
-        plugin = self.plugin
-        raw: Sequence[Any]
-        if isinstance(plugin, AnnotationSource):
-            raw = plugin.load(payloads)
-        elif isinstance(plugin, Captioner):
-            raw = plugin.caption(payloads)
-        elif isinstance(plugin, Filter):
-            raw = plugin.score(payloads)
-        elif isinstance(plugin, Judge):
-            raw = plugin.judge(payloads)
-        else:
-            raise EcapError(f"step '{self.step.id}': {type(plugin).__name__} is not per-sample")
-        return self._attach(batch, raw)
-
-    async def _call_async(self, batch: list[_Input]) -> list[Outcome]:
-        payloads: Any = [i.payload for i in batch]
-        plugin = self.plugin
-        raw: Sequence[Any]
-        if isinstance(plugin, Captioner):
-            raw = await plugin.acaption(payloads)
-        elif isinstance(plugin, Filter):
-            raw = await plugin.ascore(payloads)
-        else:
-            assert isinstance(plugin, Judge)
-            raw = await plugin.ajudge(payloads)
-        return self._attach(batch, raw)
-
-    def _attach(self, batch: list[_Input], raw: Sequence[Any]) -> list[Outcome]:
-        """Turn each plugin result into the items the step emits for that input."""
-        if not isinstance(raw, list | tuple) or len(raw) != len(batch):
-            raise EcapError(
-                f"plugin '{self.step.plugin.name}' returned "
-                f"{len(raw) if isinstance(raw, list | tuple) else type(raw).__name__} "
-                f"results for a batch of {len(batch)}"
-            )
-        outcomes: list[Outcome] = []
-        for inp, result in zip(batch, raw, strict=True):
-            if result is None or isinstance(result, SampleError) or self.step.kind == "source":
-                outcomes.append(result)
-                continue
-            item = inp.payload
-            assert isinstance(item, Item)
-            if self.step.kind == "caption":
-                outcomes.append(
-                    [
-                        item.model_copy(
-                            update={
-                                "instruction": ins,
-                                "score": None,
-                                "verdict": None,
-                                "preference": None,
-                            }
-                        )
-                        for ins in result
-                    ]
-                )
-            elif self.step.kind == "filter":
-                outcomes.append([item.model_copy(update={"score": result})])
-            else:
-                outcomes.append([item.model_copy(update={"verdict": result})])
-        return outcomes
-
-    def _with_retries(self, call: Callable[[], list[Outcome]], size: int) -> list[Outcome]:
-        attempts = self.step.options.retries + 1
-        for attempt in range(attempts):
-            try:
-                return call()
-            except EcapError:
-                raise
-            except Exception as exc:
-                if attempt + 1 == attempts:
-                    return self._batch_failed(exc, attempts, size)
-                self._log_retry(exc, attempt)
-                time.sleep(self.runner.options.retry_delay * 2**attempt)
-        raise AssertionError("unreachable")
-
-    async def _with_retries_async(
-        self, call: Callable[[], Awaitable[list[Outcome]]], size: int
-    ) -> list[Outcome]:
-        attempts = self.step.options.retries + 1
-        for attempt in range(attempts):
-            try:
-                return await call()
-            except EcapError:
-                raise
-            except Exception as exc:
-                if attempt + 1 == attempts:
-                    return self._batch_failed(exc, attempts, size)
-                self._log_retry(exc, attempt)
-                await asyncio.sleep(self.runner.options.retry_delay * 2**attempt)
-        raise AssertionError("unreachable")
-
-    def _log_retry(self, exc: Exception, attempt: int) -> None:
-        event(
-            "batch.retry",
-            logging.WARNING,
-            step=self.step.id,
-            attempt=attempt + 1,
-            error=f"{type(exc).__name__}: {exc}",
-        )
-
-    def _batch_failed(self, exc: Exception, attempts: int, size: int) -> list[Outcome]:
-        error = SampleError(
-            error_type=type(exc).__name__, message=f"{exc} (batch failed {attempts} times)"
-        )
-        return [error] * size
-
-    def _commit(
-        self, batch: Sequence[_Input], outcomes: list[Outcome], results: dict[str, list[Item]]
-    ) -> None:
-        finished: list[Finished] = []
-        failed: list[tuple[str, SampleError]] = []
-        new_records: dict[str, Record] = {}
-        pending = 0
-        for inp, outcome in zip(batch, outcomes, strict=True):
-            if outcome is None:
-                pending += 1
-                continue
-            if isinstance(outcome, SampleError):
-                failed.append((inp.key, outcome))
-                continue
-            known = (
-                {r.id for r in inp.payload.records()} if isinstance(inp.payload, Item) else set()
-            )
-            for item in outcome:
-                new_records.update((r.id, r) for r in item.records() if r.id not in known)
-            finished.append(Finished(inp.cache_key, inp.key, [i.refs() for i in outcome]))
-            results[inp.cache_key] = outcome
-        self.store.save_batch(
-            self.step_run_id, self.step_key, self.step.id, finished, failed, new_records.values()
-        )
-        self.counts["done"] += len(finished)
-        self.counts["failed"] += len(failed)
-        self.counts["pending"] += pending
-
-    # -- annotate: push to humans, pull what they finished ----------------------------------
-
-    def _annotate(self, todo: list[_Input], task: Any) -> dict[str, list[Item]]:
-        plugin = self.plugin
-        assert isinstance(plugin, AnnotationSource)
-        tasks = self.store.external_tasks([i.cache_key for i in todo])
-        unpushed = [i for i in todo if i.cache_key not in tasks]
-        size = self.step.options.batch_size
-        for start in range(0, len(unpushed), size):
-            batch = unpushed[start : start + size]
-            ids = plugin.push([i.payload for i in batch])  # type: ignore[misc]
-            self.store.save_external_tasks(
-                self.step_run_id,
-                self.step_key,
-                [(i.cache_key, i.key, ext) for i, ext in zip(batch, ids, strict=True)],
-            )
-            tasks.update({i.cache_key: ext for i, ext in zip(batch, ids, strict=True)})
-        results: dict[str, list[Item]] = {}
-        for start in range(0, len(todo), size):
-            batch = todo[start : start + size]
-            pulled = plugin.pull([(i.payload, tasks[i.cache_key]) for i in batch])  # type: ignore[misc]
-            self._commit(batch, pulled, results)
-            self.progress.advance(task, sum(r is not None for r in pulled))
-        return results
-
-    # -- aggregate kinds: export, train -----------------------------------------------------
-
-    def aggregate_key(self, items: list[Item]) -> tuple[list[Item], str, str]:
-        """(distinct items, their content hash, the step's single cache key)."""
-        unique = list({item.key(): item for item in items}.values())
-        content_hash = digest("dataset", [item.key() for item in unique])
-        return unique, content_hash, digest(self.step_key, content_hash)
-
-    def aggregate(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
-        unique, content_hash, cache_key = self.aggregate_key(items)
-        self.counts["inputs"] = len(unique)
-        if self.store.finished([cache_key]):
-            self.counts["cached"] = len(unique)
-            return StepOutcome(self.step.id, "cached", self.step_run_id, self.counts), unique
-        task = self.progress.add(f"{self.step.kind} {self.step.id}", 1)
-        dataset = Dataset(
-            name=self.step.id, content_hash=content_hash, format="items", count=len(unique)
-        )
-        records: list[Record] = []
-        if isinstance(self.plugin, Exporter):
-            result = self.plugin.export(unique, content_hash)
-            dataset = dataset.model_copy(update={"uri": result.uri, "format": result.format})
-            records.append(dataset)
-        else:
-            assert isinstance(self.plugin, Trainer)
-            model = self.plugin.train(unique, dataset)
-            records += [dataset, model]
-        edges = [
-            {
-                "src_type": "dataset",
-                "src_id": dataset.id,
-                "verb": "used",
-                "dst_type": item.leaf().record_type,
-                "dst_id": item.leaf().id,
-                "step_run_id": self.step_run_id,
-            }
-            for item in unique
-        ]
-        if len(records) == 2:
-            edges.append(
-                {
-                    "src_type": "model",
-                    "src_id": records[1].id,
-                    "verb": "used",
-                    "dst_type": "dataset",
-                    "dst_id": dataset.id,
-                    "step_run_id": self.step_run_id,
-                }
-            )
-        self.store.save_batch(
-            self.step_run_id,
-            self.step_key,
-            self.step.id,
-            [Finished(cache_key, content_hash, [{r.record_type: r.id for r in records}])],
-            [],
-            records,
-            edges,
-        )
-        self.counts["done"] = len(unique)
-        self.progress.advance(task, 1)
-        return StepOutcome(self.step.id, "complete", self.step_run_id, self.counts), unique
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-__all__ = ["RunOptions", "RunResult", "Runner", "StepOutcome"]
+__all__ = ["RunOptions", "RunResult", "Runner", "StepOutcome", "step_key_of"]

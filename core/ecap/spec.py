@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import SpecError, SpecProblem, did_you_mean
-from .interfaces import KIND_INTERFACES, PluginConfig
+from .interfaces import KINDS, PluginConfig
+from .models import StepModel
 from .plugins import PluginInfo, Registry, get_registry
 
 ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -51,6 +52,14 @@ class Step:
     inputs: list[str]
     options: StepOptions
     line: int | None
+    #: Train steps whose models this step's config names (``model: {step: NAME}``): upstream
+    #: dependencies that hand over a model rather than items.
+    models: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    @property
+    def needs(self) -> list[str]:
+        """Every step this one waits for: its ``from:`` steps and the steps whose models it uses."""
+        return list(dict.fromkeys([*self.inputs, *self.models.values()]))
 
 
 @dataclass
@@ -72,7 +81,7 @@ class Spec:
 
     def order(self) -> list[str]:
         """Step ids in dependency order (ties in spec order)."""
-        sorter = graphlib.TopologicalSorter({s.id: s.inputs for s in self.steps.values()})
+        sorter = graphlib.TopologicalSorter({s.id: s.needs for s in self.steps.values()})
         position = {sid: i for i, sid in enumerate(self.steps)}
         sorter.prepare()
         ordered: list[str] = []
@@ -88,7 +97,7 @@ class Spec:
         while frontier:
             current = frontier.pop()
             for s in self.steps.values():
-                if current in s.inputs and s.id not in found:
+                if current in s.needs and s.id not in found:
                     found.add(s.id)
                     frontier.append(s.id)
         return found
@@ -206,9 +215,22 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
                     else ("steps", step.id, "from"),
                     f"unknown step '{upstream}'{did_you_mean(upstream, raw_steps)}",
                 )
+    for step in steps.values():
+        for field_path, upstream in step.models.items():
+            where = ("steps", step.id, "with", *field_path, "step")
+            if upstream not in raw_steps:
+                located.problem(
+                    where, f"unknown step '{upstream}'{did_you_mean(upstream, raw_steps)}"
+                )
+            elif upstream in steps and KINDS[steps[upstream].kind].contract.produces != "model":
+                located.problem(
+                    where,
+                    f"step '{upstream}' is a {steps[upstream].kind} step and makes no model; "
+                    "name a train step",
+                )
     if not located.problems:
         try:
-            graphlib.TopologicalSorter({s.id: s.inputs for s in steps.values()}).prepare()
+            graphlib.TopologicalSorter({s.id: s.needs for s in steps.values()}).prepare()
         except graphlib.CycleError as exc:
             cycle = " -> ".join(exc.args[1])
             located.problem(("steps", exc.args[1][0], "from"), f"steps form a cycle: {cycle}")
@@ -231,18 +253,18 @@ def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -
     if not isinstance(raw, dict):
         located.problem(where, "a step is a mapping like {caption: vlm, from: pairs, with: {...}}")
         return None
-    kinds = [k for k in raw if k in KIND_INTERFACES]
+    kinds = [k for k in raw if k in KINDS]
     for key in raw:
-        if key not in KIND_INTERFACES and key not in STEP_KEYS:
+        if key not in KINDS and key not in STEP_KEYS:
             located.problem(
                 (*where, key),
-                f"unknown step key{did_you_mean(key, [*KIND_INTERFACES, *STEP_KEYS])}",
+                f"unknown step key{did_you_mean(key, [*KINDS, *STEP_KEYS])}",
             )
     if len(kinds) != 1:
         located.problem(
             where,
             "a step needs exactly one kind key, one of: "
-            + ", ".join(KIND_INTERFACES)
+            + ", ".join(KINDS)
             + f" (found {len(kinds)})",
         )
         return None
@@ -259,9 +281,10 @@ def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         located.problem((*where, "from"), "'from' is a step id or a list of step ids")
         inputs = []
-    if kind == "source" and inputs:
-        located.problem((*where, "from"), "a source step reads its own input and takes no 'from'")
-    if kind != "source" and not inputs:
+    takes_input = KINDS[kind].contract.takes_input
+    if not takes_input and inputs:
+        located.problem((*where, "from"), f"a {kind} step reads its own input and takes no 'from'")
+    if takes_input and not inputs:
         located.problem(where, f"a {kind} step needs 'from: <upstream step>'")
 
     raw_config = raw.get("with") or {}
@@ -289,7 +312,25 @@ def _parse_step(step_id: str, raw: Any, located: _Located, registry: Registry) -
         inputs,
         options,
         located.line(where),
+        dict(_model_refs(config)),
     )
+
+
+def _model_refs(value: Any, path: Path_ = ()) -> list[tuple[Path_, str]]:
+    """Every ``{step: NAME}`` model reference inside a validated config, with its field path."""
+    if isinstance(value, StepModel):
+        return [(path, value.step)]
+    if isinstance(value, BaseModel):
+        return [
+            ref
+            for name in type(value).model_fields
+            for ref in _model_refs(getattr(value, name), (*path, name))
+        ]
+    if isinstance(value, dict):
+        return [ref for k, v in value.items() for ref in _model_refs(v, (*path, str(k)))]
+    if isinstance(value, list | tuple):
+        return [ref for i, v in enumerate(value) for ref in _model_refs(v, (*path, str(i)))]
+    return []
 
 
 def _validate(

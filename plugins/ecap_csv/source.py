@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ecap.errors import EcapError
 from ecap.hashing import digest
 from ecap.images import URL_SCHEMES, ImageReadError, read_bytes
-from ecap.interfaces import AnnotationSource, PluginConfig, SourceRow, transport_field
+from ecap.interfaces import PluginConfig, Source, SourceRow, transport_field
 from ecap.records import ImageRef, Instruction, Item, Pair, Reference, SampleError
 
 KNOWN_COLUMNS = {"source", "target", "instruction", "category", "primary", "secondary", "overall"}
@@ -78,7 +78,7 @@ class _Row(BaseModel):
         return None if value == "" else value
 
 
-class CsvSource(AnnotationSource):
+class CsvSource(Source):
     Config = CsvSourceConfig
     config: CsvSourceConfig
 

@@ -91,7 +91,7 @@ class _FileExporter(Exporter):
 
     @property
     def target(self) -> Path:
-        path = (self.context.work_dir / self.config.path).resolve()
+        path = (self.context.base_dir / self.config.path).resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from ecap.hookspecs import Register, hookimpl
 
-from .source import LabelStudioSource
+from .source import LabelStudioAnnotator, LabelStudioSource
 
 
 @hookimpl
 def register_sources(register: Register) -> None:
     register("label-studio", LabelStudioSource)
+
+
+@hookimpl
+def register_annotators(register: Register) -> None:
+    register("label-studio", LabelStudioAnnotator)
 
 
 @hookimpl

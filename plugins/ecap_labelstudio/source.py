@@ -29,9 +29,10 @@ from ecap.calls import request_hash
 from ecap.errors import EcapError
 from ecap.hashing import digest
 from ecap.interfaces import (
-    AnnotationSource,
+    Annotator,
     PluginConfig,
     PluginContext,
+    Source,
     SourceRow,
     transport_field,
 )
@@ -206,14 +207,17 @@ class Snapshot:
         return next((t for t in self.by_pair.get(pair_id, []) if not t.annotations), None)
 
 
-class LabelStudioSource(AnnotationSource):
-    """Human steps through Label Studio: refine, prefer and evaluate tasks."""
+class LabelStudioProject:
+    """One Label Studio project (or its export file) for refine, prefer and evaluate tasks:
+    pushing items as tasks and pulling what people finished (:class:`LabelStudioAnnotator`), and
+    importing finished tasks as records (:class:`LabelStudioSource`) share all of it."""
 
     Config = LabelStudioConfig
     config: LabelStudioConfig
+    context: PluginContext
 
     def __init__(self, config: LabelStudioConfig, context: PluginContext) -> None:
-        super().__init__(config, context)
+        super().__init__(config, context)  # type: ignore[call-arg]
         self.labels = shipped(config.task)
         self._client: LabelStudioClient | None = None
         self._project: int | None = None
@@ -723,3 +727,11 @@ class LabelStudioSource(AnnotationSource):
 
 
 __all__ = ["LabelStudioConfig", "LabelStudioSource"]
+
+
+class LabelStudioAnnotator(LabelStudioProject, Annotator):
+    """``annotate: label-studio``: items become tasks; the step waits until people finish them."""
+
+
+class LabelStudioSource(LabelStudioProject, Source):
+    """``source: label-studio``: finished tasks of a project or an export file, imported."""

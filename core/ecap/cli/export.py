@@ -34,7 +34,7 @@ def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: st
     info = get_registry().get("export", fmt)
     target = Path(output).resolve()
     context = PluginContext(
-        step_id=f"export-{step_id}", base_dir=Path.cwd(), work_dir=target.parent
+        step_id=f"export-{step_id}", base_dir=target.parent, work_dir=target.parent
     )
     exporter = info.cls(info.cls.Config.model_validate({"path": target.name}), context)
     result = exporter.export(items, step_run["step_key"])  # type: ignore[attr-defined]

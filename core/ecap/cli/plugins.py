@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from ..errors import PluginError, did_you_mean
-from ..interfaces import KIND_INTERFACES, REGISTRY_KIND
+from ..interfaces import KINDS
 from ..plugins import get_registry
 from .common import console, emit, json_option
 
@@ -68,7 +68,7 @@ def list_plugins(as_json: bool) -> None:
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(sorted(KIND_INTERFACES)),
+    type=click.Choice(sorted(KINDS)),
     default=None,
     help="Needed only when several kinds share NAME.",
 )
@@ -183,11 +183,11 @@ def schema(as_json: bool) -> None:
 
     registry = get_registry()
     variants = []
-    for kind in KIND_INTERFACES:
-        for name in registry.names(REGISTRY_KIND[kind]):
-            if (REGISTRY_KIND[kind], name) not in registry.plugins:
+    for kind in KINDS:
+        for name in registry.names(kind):
+            if (kind, name) not in registry.plugins:
                 continue
-            info = registry.plugins[REGISTRY_KIND[kind], name]
+            info = registry.plugins[kind, name]
             variants.append(
                 {
                     "type": "object",

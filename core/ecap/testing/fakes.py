@@ -22,16 +22,16 @@ from pydantic import Field
 
 from ..hookspecs import Register, hookimpl
 from ..interfaces import (
-    AnnotationSource,
+    Annotator,
     Captioner,
     Filter,
     Judge,
     PluginConfig,
-    SourceRow,
+    Trainer,
     decision_field,
     transport_field,
 )
-from ..records import Instruction, Item, SampleError, Score, Verdict
+from ..records import Dataset, Instruction, Item, Model, SampleError, Score, Verdict
 
 
 class FakeConfig(PluginConfig):
@@ -203,7 +203,7 @@ class FakeAnnotatorConfig(PluginConfig):
     )
 
 
-class FakeAnnotator(AnnotationSource):
+class FakeAnnotator(Annotator):
     """Simulated humans for ``annotate:`` steps. ``push`` hands out task ids derived from the item,
     so pushing twice is harmless; ``pull`` returns a human instruction, parented to the model's,
     for every task that ``answers_file`` answers, nothing for an empty answer (a skipped task), and
@@ -212,12 +212,6 @@ class FakeAnnotator(AnnotationSource):
     Config = FakeAnnotatorConfig
     config: FakeAnnotatorConfig
     pushed: ClassVar[list[str]] = []
-
-    def rows(self) -> list[SourceRow]:
-        return []  # only meaningful as an annotate step
-
-    def load(self, batch: Sequence[SourceRow]) -> list[list[Item] | SampleError]:
-        return []
 
     def push(self, batch: Sequence[Item]) -> list[str]:
         ids = [
@@ -256,7 +250,42 @@ class FakeAnnotator(AnnotationSource):
         return out
 
 
-FAKES = (FakeCaptioner, FakeFilter, FakeJudge, FakeAnnotator)
+class FakeTrainerConfig(PluginConfig):
+    base_model: str = Field("fake-base", description="recorded as the model's base")
+    fail: bool = Field(False, description="raise instead of training (a failed training)")
+
+
+class FakeTrainer(Trainer):
+    """Trains nothing: writes a folder holding the dataset's rows (pair id and instruction text)
+    and returns a Model pointing at it, so tests can check exactly what a train step was given.
+    ``FakeTrainer.calls`` lists the pair ids of every training."""
+
+    Config = FakeTrainerConfig
+    config: FakeTrainerConfig
+    calls: ClassVar[list[list[str]]] = []
+
+    def train(self, items: Sequence[Item], dataset: Dataset) -> Model:
+        type(self).calls.append([item.pair.id for item in items])
+        if self.config.fail:
+            raise RuntimeError("the fake training failed, as configured")
+        folder = self.context.work_dir / "model"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {"pair": item.pair.id, "text": item.instruction.text if item.instruction else None}
+            for item in items
+        ]
+        (folder / "rows.json").write_text(json.dumps(rows, indent=1))
+        base = self.context.model(self.config.base_model)
+        self.context.log_metrics and self.context.log_metrics(1, {"loss": float(len(rows))})
+        return Model(
+            name=f"fake-{self.context.step_id}",
+            uri=str(folder),
+            base_model_id=base.record_id,
+            meta={"base": base.path, "rows": len(rows), "content_hash": dataset.content_hash},
+        )
+
+
+FAKES = (FakeCaptioner, FakeFilter, FakeJudge, FakeAnnotator, FakeTrainer)
 
 
 def reset_fakes() -> None:
@@ -266,6 +295,7 @@ def reset_fakes() -> None:
         cls._raised = 0
     FakeJudge.in_flight = FakeJudge.max_in_flight = 0
     FakeAnnotator.pushed = []
+    FakeTrainer.calls = []
 
 
 class FakePlugins:
@@ -284,5 +314,9 @@ class FakePlugins:
         register("fake", FakeJudge)
 
     @hookimpl
-    def register_sources(self, register: Register) -> None:
+    def register_annotators(self, register: Register) -> None:
         register("fake", FakeAnnotator)
+
+    @hookimpl
+    def register_trainers(self, register: Register) -> None:
+        register("fake", FakeTrainer)

@@ -1,4 +1,5 @@
-"""An example ecap plugin package: the ``instruction-length`` filter.
+"""An example ecap plugin package: the ``instruction-length`` filter and the
+``template-brightness`` VLM backend.
 
 This module is what the entry point ``template = "ecap_plugin_template"`` names. ecap imports it
 for every command (``ecap --help`` included), so it holds only the registration hook and imports
@@ -11,10 +12,22 @@ from ecap.hookspecs import Register, hookimpl
 
 from .instruction_length import InstructionLengthConfig, InstructionLengthFilter
 
-__all__ = ["InstructionLengthConfig", "InstructionLengthFilter", "register_filters"]
+__all__ = [
+    "InstructionLengthConfig",
+    "InstructionLengthFilter",
+    "register_filters",
+    "register_vlm_backends",
+]
 
 
 @hookimpl
 def register_filters(register: Register) -> None:
     """Offer the filter to specs as ``filter: instruction-length``."""
     register("instruction-length", InstructionLengthFilter)
+
+
+@hookimpl
+def register_vlm_backends(register: Register) -> None:
+    """Offer the backend to every plugin that runs a VLM, as ``backend: template-brightness``.
+    Named by ``module:Class`` so its module is imported only when a spec uses it."""
+    register("template-brightness", "ecap_plugin_template.brightness_backend:BrightnessBackend")

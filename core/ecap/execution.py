@@ -1,0 +1,365 @@
+"""One step's work: which inputs it has, which are already done, and doing the rest.
+
+The shape of the work comes from the step's kind (:class:`ecap.interfaces.KindContract`):
+
+- ``per_sample``: inputs in batches through the kind's method (or its coroutine variant, several
+  batches in flight), each batch committed with the records it produced;
+- ``human``: inputs pushed to people once (task ids stored first), then pulled every run until
+  they are finished;
+- ``whole_input``: all inputs at once, frozen into a content-hashed dataset, one result.
+
+Both the runner and ``ecap pipeline plan`` use this class, so a plan cannot disagree with a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from .errors import EcapError
+from .hashing import digest
+from .interfaces import Plugin, SourceRow, has_async
+from .logs import event
+from .progress import Progress
+from .records import Dataset, Item, Model, Record, SampleError
+from .spec import Step
+from .store import Store
+from .store.store import CompletedSample
+
+if TYPE_CHECKING:
+    from .runner import RunOptions
+
+#: What a step made of one input: items, a failure, or ``None`` when the work is still pending
+#: outside the process (humans in Label Studio, a batch-API job); the step then waits.
+SampleOutcome = list[Item] | SampleError | None
+
+
+@dataclass
+class StepOutcome:
+    step_id: str
+    status: str  # complete, cached, waiting, failed, skipped
+    step_run_id: str | None = None
+    counts: dict[str, int] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One input of a step: its identity (``key``), its cache key, and the row or item itself."""
+
+    key: str
+    cache_key: str
+    payload: Item | SourceRow
+
+
+class StepExecution:
+    """The state of one step while it runs (or while ``ecap pipeline plan`` looks at it)."""
+
+    def __init__(
+        self,
+        step: Step,
+        plugin: Plugin,
+        store: Store,
+        options: RunOptions,
+        step_key: str,
+        step_run_id: str,
+        progress: Progress,
+        models: Sequence[Model] = (),
+    ) -> None:
+        self.step, self.plugin, self.store, self.options = step, plugin, store, options
+        self.contract = plugin.contract
+        self.step_key, self.step_run_id = step_key, step_run_id
+        self.progress = progress
+        self.models = list(models)  # models this step runs: what its records are attributed to
+        self.counts = {"inputs": 0, "cached": 0, "done": 0, "failed": 0, "pending": 0}
+
+    def run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        if self.contract.shape == "whole_input":
+            return self.whole_input(items)
+        return self.per_sample(items)
+
+    # -- per-sample and human kinds -----------------------------------------------------------
+
+    def per_sample(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        inputs = self.inputs(items)
+        self.counts["inputs"] = len(inputs)
+        finished = self.store.finished([i.cache_key for i in inputs])
+        self.counts["cached"] = len(finished)
+        todo = [i for i in inputs if i.cache_key not in finished]
+        results: dict[str, list[Item]] = {}
+        if todo:
+            task = self.progress.add(f"{self.contract.key} {self.step.id}", len(todo))
+            if self.contract.shape == "human":
+                results = self._annotate(todo, task)
+            else:
+                asyncio.run(self._process(todo, results, task))
+        produced = self.outputs(inputs, finished, results)
+        return self._outcome(), produced
+
+    def outputs(
+        self,
+        inputs: list[WorkUnit],
+        finished: dict[str, list[dict[str, str]]],
+        fresh: dict[str, list[Item]],
+    ) -> list[Item]:
+        """The step's output items in input order, cached ones read back, fresh ones as made,
+        after whatever decision the plugin takes over all of them (a filter's thresholds)."""
+        cached = iter(self.store.hydrate([ref for refs in finished.values() for ref in refs]))
+        by_key = {key: [next(cached) for _ in refs] for key, refs in finished.items()}
+        by_key.update(fresh)
+        produced = [item for i in inputs for item in by_key.get(i.cache_key, [])]
+        selected, counts = self.plugin.select(produced)
+        self.counts.update(counts)
+        return selected
+
+    def inputs(self, items: list[Item]) -> list[WorkUnit]:
+        """One input per distinct key: the same row or item reaching a step twice is one sample."""
+        payloads: list[tuple[str, Item | SourceRow]]
+        limit = None
+        if not self.contract.takes_input:
+            rows = self.plugin.rows()  # type: ignore[attr-defined]
+            payloads = [(row.key, row) for row in rows]
+            limit = self.options.limit
+        else:
+            payloads = [(item.key(), item) for item in items]
+        unique: dict[str, Item | SourceRow] = {}
+        for key, payload in payloads:
+            if limit is not None and len(unique) >= limit:
+                break
+            unique.setdefault(key, payload)
+        return [WorkUnit(key, digest(self.step_key, key), p) for key, p in unique.items()]
+
+    def _outcome(self) -> StepOutcome:
+        c = self.counts
+        attempted = c["done"] + c["failed"]
+        rate = self.options.max_error_rate
+        limit = self.step.options.max_error_rate if rate is None else rate
+        if attempted and c["failed"] / attempted > limit:
+            return StepOutcome(
+                self.step.id,
+                "failed",
+                self.step_run_id,
+                c,
+                f"{c['failed']} of {attempted} samples failed "
+                f"(more than max_error_rate={limit}); see `ecap runs show`",
+            )
+        if c["pending"]:
+            return StepOutcome(self.step.id, "waiting", self.step_run_id, c)
+        status = "cached" if c["inputs"] and c["cached"] == c["inputs"] else "complete"
+        return StepOutcome(self.step.id, status, self.step_run_id, c)
+
+    async def _process(
+        self, todo: list[WorkUnit], results: dict[str, list[Item]], task: Any
+    ) -> None:
+        """Every batch through the plugin: coroutine plugins several at a time, others one at a
+        time in a worker thread (so a plugin may run its own event loop inside)."""
+        size = self.step.options.batch_size
+        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+        asynchronous = self.contract.async_method is not None and has_async(
+            self.plugin, self.contract.async_method
+        )
+        limiter = asyncio.Semaphore(self.step.options.concurrency if asynchronous else 1)
+
+        async def one(batch: list[WorkUnit]) -> None:
+            payloads = [i.payload for i in batch]
+            call: Callable[[], Awaitable[Sequence[Any]]]
+            if asynchronous:
+                call = partial(getattr(self.plugin, self.contract.async_method or ""), payloads)
+            else:
+                call = partial(
+                    asyncio.to_thread, getattr(self.plugin, self.contract.method), payloads
+                )
+            async with limiter:
+                outcomes = await self._with_retries(call, batch)
+            self._commit(batch, outcomes, results)
+            self.progress.advance(task, len(batch))
+
+        await asyncio.gather(*(one(b) for b in batches))
+
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[Sequence[Any]]], batch: list[WorkUnit]
+    ) -> list[SampleOutcome]:
+        """The plugin's results for ``batch``; a call that raises (other than a setup error) is
+        retried with exponential backoff, then every sample of the batch fails with its reason."""
+        attempts = self.step.options.retries + 1
+        for attempt in range(attempts):
+            try:
+                return self._attach(batch, await call())
+            except EcapError:
+                raise
+            except Exception as exc:
+                if attempt + 1 == attempts:
+                    error = SampleError(
+                        error_type=type(exc).__name__,
+                        message=f"{exc} (batch failed {attempts} times)",
+                    )
+                    return [error] * len(batch)
+                event(
+                    "batch.retry",
+                    logging.WARNING,
+                    step=self.step.id,
+                    attempt=attempt + 1,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await asyncio.sleep(self.options.retry_delay * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _attach(self, batch: list[WorkUnit], raw: Sequence[Any]) -> list[SampleOutcome]:
+        """Turn each plugin result into the items the step emits for that input."""
+        if not isinstance(raw, list | tuple) or len(raw) != len(batch):
+            raise EcapError(
+                f"plugin '{self.step.plugin.name}' returned "
+                f"{len(raw) if isinstance(raw, list | tuple) else type(raw).__name__} "
+                f"results for a batch of {len(batch)}"
+            )
+        outcomes: list[SampleOutcome] = []
+        for unit, result in zip(batch, raw, strict=True):
+            if result is None or isinstance(result, SampleError):
+                outcomes.append(result)
+            else:
+                item = unit.payload if isinstance(unit.payload, Item) else None
+                outcomes.append(self.plugin.attach(item, result))  # type: ignore[arg-type]
+        return outcomes
+
+    def _commit(
+        self,
+        batch: Sequence[WorkUnit],
+        outcomes: Sequence[SampleOutcome],
+        results: dict[str, list[Item]],
+    ) -> None:
+        completed: list[CompletedSample] = []
+        failed: list[tuple[str, SampleError]] = []
+        new_records: dict[str, Record] = {}
+        pending = 0
+        for unit, outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:
+                pending += 1
+                continue
+            if isinstance(outcome, SampleError):
+                failed.append((unit.key, outcome))
+                continue
+            known = (
+                {r.id for r in unit.payload.records()} if isinstance(unit.payload, Item) else set()
+            )
+            for item in outcome:
+                new_records.update((r.id, r) for r in item.records() if r.id not in known)
+            completed.append(CompletedSample(unit.cache_key, unit.key, [i.refs() for i in outcome]))
+            results[unit.cache_key] = outcome
+        self.store.save_batch(
+            self.step_run_id,
+            self.step_key,
+            self.step.id,
+            completed,
+            failed,
+            new_records.values(),
+            self._attributions(new_records.values()),
+        )
+        self.counts["done"] += len(completed)
+        self.counts["failed"] += len(failed)
+        self.counts["pending"] += pending
+
+    def _attributions(self, records: Any) -> list[dict[str, Any]]:
+        """Edges from every record this step wrote to each model that wrote it."""
+        return [
+            {
+                "src_type": record.record_type,
+                "src_id": record.id,
+                "verb": "wasAttributedTo",
+                "dst_type": "model",
+                "dst_id": model.id,
+                "step_run_id": self.step_run_id,
+            }
+            for record in records
+            for model in self.models
+        ]
+
+    def _annotate(self, todo: list[WorkUnit], task: Any) -> dict[str, list[Item]]:
+        """Push what was never pushed (task ids stored at once), then pull everything."""
+        plugin: Any = self.plugin
+        tasks = self.store.external_tasks([i.cache_key for i in todo])
+        unpushed = [i for i in todo if i.cache_key not in tasks]
+        size = self.step.options.batch_size
+        for start in range(0, len(unpushed), size):
+            batch = unpushed[start : start + size]
+            ids = plugin.push([i.payload for i in batch])
+            self.store.save_external_tasks(
+                self.step_run_id,
+                self.step_key,
+                [(i.cache_key, i.key, ext) for i, ext in zip(batch, ids, strict=True)],
+            )
+            tasks.update({i.cache_key: ext for i, ext in zip(batch, ids, strict=True)})
+        results: dict[str, list[Item]] = {}
+        for start in range(0, len(todo), size):
+            batch = todo[start : start + size]
+            pulled = plugin.pull([(i.payload, tasks[i.cache_key]) for i in batch])
+            self._commit(batch, pulled, results)
+            self.progress.advance(task, sum(r is not None for r in pulled))
+        return results
+
+    # -- whole-input kinds: train, export -------------------------------------------------------
+
+    def whole_input_key(self, items: list[Item]) -> tuple[list[Item], str, str]:
+        """(distinct items, their content hash, the step's single cache key)."""
+        unique = list({item.key(): item for item in items}.values())
+        content_hash = digest("dataset", [item.key() for item in unique])
+        return unique, content_hash, digest(self.step_key, content_hash)
+
+    def produced_before(self, cache_key: str) -> list[Record] | None:
+        """The records a whole-input step made for this exact input in an earlier run."""
+        finished = self.store.finished([cache_key])
+        if not finished:
+            return None
+        refs = finished[cache_key][0]
+        records: list[Record] = []
+        for record_type, record_id in refs.items():
+            records.extend(self.store.records(record_type, [record_id]).values())
+        return records
+
+    def whole_input(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        unique, content_hash, cache_key = self.whole_input_key(items)
+        self.counts["inputs"] = len(unique)
+        earlier = self.produced_before(cache_key)
+        if earlier is not None:
+            self.counts["cached"] = len(unique)
+            self.produced = earlier
+            return StepOutcome(self.step.id, "cached", self.step_run_id, self.counts), unique
+        task = self.progress.add(f"{self.contract.key} {self.step.id}", 1)
+        dataset = Dataset(
+            name=self.step.id, content_hash=content_hash, format="items", count=len(unique)
+        )
+        records = self.plugin.produce(unique, dataset)  # type: ignore[attr-defined]
+        dataset = next(r for r in records if isinstance(r, Dataset))
+        edges = [
+            {
+                "src_type": "dataset",
+                "src_id": dataset.id,
+                "verb": "used",
+                "dst_type": item.leaf().record_type,
+                "dst_id": item.leaf().id,
+                "step_run_id": self.step_run_id,
+            }
+            for item in unique
+        ]
+        self.store.save_batch(
+            self.step_run_id,
+            self.step_key,
+            self.step.id,
+            [CompletedSample(cache_key, content_hash, [{r.record_type: r.id for r in records}])],
+            [],
+            records,
+            edges,
+        )
+        self.produced = records
+        self.counts["done"] = len(unique)
+        self.progress.advance(task, 1)
+        return StepOutcome(self.step.id, "complete", self.step_run_id, self.counts), unique
+
+    #: What a whole-input step made (dataset, and model for a train step), fresh or cached.
+    produced: list[Record] = []
+
+
+__all__ = ["SampleOutcome", "StepExecution", "StepOutcome", "WorkUnit"]
