@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
-
 from ecap.vlm import BackendOptions, Generation, LocalBackend, Outcome, VLMRequest
+from pydantic import Field
 
 
 class BrightnessOptions(BackendOptions):
