@@ -4,7 +4,9 @@ library or a cloud SDK: plugins import those when a step actually runs."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -12,18 +14,36 @@ import click
 from .. import __version__
 from ..errors import EcapError
 from ..logs import configure
+from ..secrets import register_environment, scrub
 from . import db, export, pipeline, plugins, provenance, runs
 
 
 class _Group(click.Group):
-    """Shows any :class:`EcapError` as a one-line message (no traceback) and exits 1."""
+    """Shows any failure as one ``Error:`` line (no traceback) and exits 1.
+
+    A new user's mistakes (a missing file, a bad URL, a wrong id, an invalid value) surface as
+    many exception types, not only :class:`EcapError`; all of them get one line, scrubbed of
+    every known secret. ``ecap -v`` (or ``ECAP_TRACEBACK=1``) adds the traceback for a bug
+    report. Click's own usage errors, ``--help`` and exits pass through unchanged."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except EcapError as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
-            ctx.exit(1)
+            _fail(ctx, str(exc))
+        except Exception as exc:  # the last line of defence of a CLI
+            if ctx.meta.get("ecap.traceback") or os.environ.get("ECAP_TRACEBACK"):
+                click.echo(scrub(traceback.format_exc()), err=True)
+            _fail(ctx, f"{type(exc).__name__}: {exc}")
+
+
+def _fail(ctx: click.Context, message: str) -> None:
+    """Print ``message`` as one scrubbed ``Error:`` line and exit 1."""
+    line = " ".join(scrub(message).split()) or "failed without a message"
+    click.secho(f"Error: {line}", fg="red", err=True)
+    ctx.exit(1)
 
 
 @click.group(cls=_Group)
@@ -32,8 +52,11 @@ class _Group(click.Group):
     "--log-json", is_flag=True, help="Write logs as JSON lines (also ECAP_LOG_FORMAT=json)."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every step and run event.")
-def cli(log_json: bool, verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_json: bool, verbose: bool) -> None:
     """ecap: build, refine and judge training data for instruction-guided image editing."""
+    register_environment()  # keys SDKs read from the environment are never printed
+    ctx.meta["ecap.traceback"] = verbose
     configure(json_lines=log_json or None, level=logging.INFO if verbose else logging.WARNING)
 
 

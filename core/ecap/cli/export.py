@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import EcapError
-from ..interfaces import PluginContext
+from ..interfaces import KINDS, PluginContext
 from ..plugins import get_registry
 from .common import console, open_store, store_option
 
@@ -30,6 +30,14 @@ def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: st
     step_run = store.latest_step_run(step_id, run_id)
     if step_run is None:
         raise EcapError(f"no step '{step_id}' in {'run ' + run_id if run_id else 'any run'}")
+    kind = KINDS.get(step_run["kind"])
+    if kind is not None and kind.contract.shape == "whole_input":
+        made = kind.contract.produces or "result"
+        raise EcapError(
+            f"step '{step_id}' ({step_run['kind']}: {step_run['plugin']}) makes one {made} from "
+            "its whole input, not per-sample outputs; export a per-sample step instead (a "
+            "source, caption, filter, judge or annotate step), e.g. the one it reads from"
+        )
     items = store.step_outputs(step_run["step_key"])
     info = get_registry().get("export", fmt)
     target = Path(output).resolve()

@@ -1,0 +1,146 @@
+"""The command line as a new user meets it: every mistake is one ``Error:`` line, never a
+traceback, and the output reads well in an 80-column terminal."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from ecap.cli import _add_plugin_commands, cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def commands() -> dict[str, click.Command]:
+    """Every leaf command, by its full name (``pipeline run``), plugins' commands included."""
+    _add_plugin_commands()
+    found: dict[str, click.Command] = {}
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+        else:
+            found[" ".join(path)] = command
+
+    walk(cli, ())
+    return found
+
+
+def ecap(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def assert_one_error_line(result: Result) -> str:
+    output = result.output
+    assert result.exit_code != 0, output
+    assert "Traceback" not in output, output
+    assert not re.search(r"<[\w.]+ object at 0x[0-9a-f]+>", output), output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A working folder with the files a confused user might point commands at."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ECAP_STORE", raising=False)
+    (tmp_path / "broken.yaml").write_text("name: x\nsteps: [unclosed\n")
+    (tmp_path / "unknown.yaml").write_text("name: x\nsteps:\n  a: {source: no-such-plugin}\n")
+    (tmp_path / "typo.yaml").write_text(
+        "name: x\nsteps:\n  a: {source: csv, with: {pth: data.csv}}\n"
+    )
+    (tmp_path / "notes.db").write_text("these are my notes, not a database\n")
+    assert ecap("db", "upgrade", "--store", str(tmp_path / "empty.db")).exit_code == 0
+    yield tmp_path
+
+
+#: Mistakes per command, beyond the generic ones every command is tried with. Paths are relative
+#: to the ``folder`` fixture.
+MISTAKES: dict[str, list[list[str]]] = {
+    "pipeline run": [
+        ["missing.yaml"],
+        ["broken.yaml"],
+        ["unknown.yaml"],
+        ["typo.yaml"],
+        ["typo.yaml", "--store", "bogus://nowhere"],
+    ],
+    "pipeline validate": [["missing.yaml"], ["broken.yaml"], ["unknown.yaml"], ["typo.yaml"]],
+    "pipeline plan": [["missing.yaml"], ["broken.yaml"], ["unknown.yaml"]],
+    "plugins show": [["no-such-plugin"]],
+    "runs list": [["--store", "notes.db"], ["--store", "bogus://nowhere"], ["--store", "none.db"]],
+    "runs show": [["01NOSUCHRUN", "--store", "empty.db"], ["--store", "empty.db"]],
+    "provenance show": [["01NOSUCHRECORD", "--store", "empty.db"], ["x", "--store", "notes.db"]],
+    "provenance query": [["--store", "notes.db"], ["--store", "bogus://nowhere"]],
+    "export": [
+        ["--step", "nosuch", "-o", "out.jsonl", "--store", "empty.db"],
+        ["--step", "nosuch", "-o", "out.jsonl", "--store", "notes.db"],
+    ],
+    "db current": [["--store", "bogus://nowhere"], ["--store", "notes.db"]],
+    "db upgrade": [["--store", "bogus://nowhere"], ["--store", "notes.db"]],
+    "db stamp": [["no-such-revision", "--store", "empty.db"], ["0001", "--store", "bogus://x"]],
+    "report": [["--store", "notes.db"], ["--store", "bogus://nowhere"]],
+}
+
+
+def typed_value_mistakes(command: click.Command) -> list[list[str]]:
+    """For each option that takes a typed value, that option with a value of the wrong type."""
+    wrong: list[list[str]] = []
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.is_flag or not param.opts:
+            continue
+        if isinstance(param.type, click.Choice):
+            wrong.append([param.opts[0], "no-such-choice"])
+        elif isinstance(param.type, click.types._NumberParamTypeBase):
+            wrong.append([param.opts[0], "not-a-number"])
+    return wrong
+
+
+ALL = commands()
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_every_command_refuses_bad_arguments_in_one_error_line(name: str, folder: Path) -> None:
+    path = name.split()
+    assert_one_error_line(ecap(*path, "--no-such-option"))
+    for args in [*MISTAKES.get(name, []), *typed_value_mistakes(ALL[name])]:
+        assert_one_error_line(ecap(*path, *args))
+
+
+def test_the_mistakes_table_names_only_real_commands() -> None:
+    assert set(MISTAKES) <= set(ALL)
+
+
+def test_an_unexpected_failure_is_one_line_and_the_traceback_is_opt_in(folder: Path) -> None:
+    line = assert_one_error_line(ecap("runs", "list", "--store", "bogus://nowhere"))
+    assert "bogus" in line
+    verbose = ecap("-v", "runs", "list", "--store", "bogus://nowhere")
+    assert "Traceback" in verbose.output and verbose.exit_code == 1
+
+
+@pytest.fixture
+def quickstart_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The quickstart's import and export steps, run once (no model needed)."""
+    target = tmp_path / "quickstart"
+    shutil.copytree(
+        REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns("ecap.db*", "out")
+    )
+    spec = target / "spec.yaml"
+    text = spec.read_text()
+    spec.write_text(text[: text.index("  # A Qwen3-VL-architecture model")])
+    monkeypatch.chdir(target)
+    monkeypatch.delenv("ECAP_STORE", raising=False)
+    assert ecap("pipeline", "run", "spec.yaml", "--no-progress").exit_code == 0
+    return target
+
+
+def test_export_of_a_step_that_is_not_per_sample_says_so(quickstart_run: Path) -> None:
+    line = assert_one_error_line(ecap("export", "--step", "dataset", "-o", "again.jsonl"))
+    assert "dataset" in line and "per-sample" in line
