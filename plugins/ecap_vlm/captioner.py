@@ -29,8 +29,8 @@ from pydantic_core import CoreSchema
 from ecap.errors import EcapError, did_you_mean
 from ecap.images import ImageChanged, ImageReadError, prepare_image
 from ecap.interfaces import Captioner, PluginConfig, PluginContext
+from ecap.models import ModelRef, StepModel
 from ecap.records import Instruction, Item, SampleError
-
 from ecap.vlm import (
     TRUNCATED,
     BackendOptions,
@@ -43,6 +43,7 @@ from ecap.vlm import (
     make_backend,
     validate_options,
 )
+
 from .cleaning import UnusableAnswer, clean_answer
 from .prompts import DEFAULT_PROMPT, check_template, render
 
@@ -75,8 +76,9 @@ def _backend_options() -> list[type[BackendOptions]]:
 
 
 class VLMCaptionerConfig(PluginConfig):
-    model: str = Field(
-        description="hub id, local folder (relative to the spec) or the API's model name"
+    model: ModelRef = Field(
+        description="hub id, local folder (relative to the spec), the API's model name, or "
+        "{step: NAME}: the model an upstream train step produced"
     )
     revision: str | None = Field(
         None, description="hub revision; pin a commit so the cache key names exact weights"
@@ -207,14 +209,32 @@ class VLMCaptioner(Captioner):
     @property
     def backend(self) -> VLMBackend:
         if self._backend is None:
+            model, options = self._weights()
             self._backend = make_backend(
                 self.config.backend,
-                model=self.config.model,
+                model=model,
                 revision=self.config.revision,
-                options=self.config.options,
+                options=options,
                 context=self.context,
             )
         return self._backend
+
+    def _weights(self) -> tuple[str, BackendOptions]:
+        """The model and options the backend gets. A model from a train step is its folder, or,
+        for a LoRA adapter, its base with the adapter in the backend's ``lora`` option."""
+        options = self.config.options
+        if not isinstance(self.config.model, StepModel):
+            return self.config.model, options
+        trained = self.context.model(self.config.model)
+        if not trained.adapter:
+            return trained.path, options
+        if "lora" not in type(options).model_fields or trained.base is None:
+            raise EcapError(
+                f"step '{self.config.model.step}' trained a LoRA adapter, which backend "
+                f"'{self.config.backend}' cannot load; use backend transformers or vllm, or "
+                "train with full weights (or merged adapters)"
+            )
+        return trained.base, options.model_copy(update={"lora": trained.path})
 
     def fingerprint(self) -> str | None:
         """The weights as configured: a local folder's content hash changes the key."""

@@ -31,6 +31,7 @@ from ..interfaces import (
     decision_field,
     transport_field,
 )
+from ..models import ModelRef
 from ..records import Dataset, Instruction, Item, Model, SampleError, Score, Verdict
 
 
@@ -87,6 +88,9 @@ class _Scripted:
 class FakeCaptionerConfig(FakeConfig):
     template: str = Field("Edit the {category} image.", description="text when no reply matches")
     candidates: int = Field(1, ge=1)
+    model: ModelRef | None = Field(
+        None, description="a model to name as the author (e.g. {step: NAME}); never loaded"
+    )
 
 
 class FakeCaptioner(_Scripted, Captioner):
@@ -110,12 +114,21 @@ class FakeCaptioner(_Scripted, Captioner):
             out.append(
                 [
                     Instruction(
-                        pair_id=item.pair.id, text=text, origin="model", author="fake", candidate=n
+                        pair_id=item.pair.id,
+                        text=text,
+                        origin="model",
+                        author=self._author(),
+                        candidate=n,
                     )
                     for n in range(self.config.candidates)
                 ]
             )
         return out
+
+    def _author(self) -> str:
+        if self.config.model is None:
+            return "fake"
+        return f"fake:{self.context.model(self.config.model).path}"
 
 
 class FakeFilterConfig(FakeConfig):
