@@ -48,7 +48,7 @@ from .cleaning import UnusableAnswer, clean_answer
 from .prompts import DEFAULT_PROMPT, check_template, render
 
 
-class EachBackendsOptions:
+class AnyBackendOptionsSchema:
     """The ``options`` field's JSON schema: one of the backends' own option models (pydantic
     alone would describe the empty base class, and editors would reject every real option).
     Validation stays with :meth:`VLMCaptionerConfig._backend_options`, which knows ``backend``
@@ -88,7 +88,7 @@ class VLMCaptionerConfig(PluginConfig):
         description="where the model runs: transformers, vllm, openai-compatible, gemini, or any "
         "backend a plugin registers (`ecap plugins list`)",
     )
-    options: Annotated[SerializeAsAny[BackendOptions], EachBackendsOptions()] = Field(
+    options: Annotated[SerializeAsAny[BackendOptions], AnyBackendOptionsSchema()] = Field(
         default_factory=BackendOptions,
         validate_default=True,
         description="the backend's own settings (see docs/captioners.md for each backend)",
