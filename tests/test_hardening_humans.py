@@ -3,11 +3,21 @@ stored in one Unicode form (NFC)."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import unicodedata
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from ecap.store.schema import SampleFailure
+from ecap.testing import query_store, run_spec
 from ecap_labelstudio.annotations import Annotation, Rejected, decide
+
+LABELSTUDIO_DATA = Path(__file__).resolve().parent / "data" / "labelstudio"
 
 #: Texts that look filled in but say nothing: whitespace of every kind, zero-width space and
 #: joiners, word joiner, BOM, soft hyphen, a lone combining accent, Hangul filler, blank Braille.
@@ -77,3 +87,25 @@ def test_joiners_inside_real_text_are_kept() -> None:
     family = "Add the \U0001f468\u200d\U0001f469\u200d\U0001f467 emoji sticker."
     decision = decide("refine", answer(quality=["needs_fix"], refined=[family]), ["x"])
     assert decision.text == family
+
+
+def test_an_unreadable_image_is_reported_without_python_object_reprs(
+    tmp_path: Path, write_spec: Callable[[str], Path]
+) -> None:
+    data = tmp_path / "labelstudio"
+    shutil.copytree(LABELSTUDIO_DATA, data)
+    (data / "images" / "0-target.png").write_bytes(b"this is not a PNG")
+    settings = {
+        "task": "refine",
+        "export_file": str(data / "refine.json"),
+        "document_root": str(tmp_path),
+        "images_root": str(data / "images"),
+    }
+    spec = write_spec(
+        f"name: images\nsteps:\n  old:\n    source: label-studio\n    max_error_rate: 1\n"
+        f"    with: {json.dumps(settings)}\n"
+    )
+    run_spec(spec, store=f"sqlite:///{tmp_path / 'ecap.db'}")
+    (message,) = query_store(tmp_path / "ecap.db", select(SampleFailure.message))
+    assert "0-target.png is not an image" in message
+    assert not re.search(r"object at 0x[0-9a-f]+", message), message

@@ -715,7 +715,9 @@ class LabelStudioProject:
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 width, height, fmt = image.width, image.height, image.format
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except UnidentifiedImageError:  # its message is the repr of the in-memory file
+            raise ValueError(f"{path} is not an image (no known image format)") from None
+        except (OSError, SyntaxError) as exc:
             raise ValueError(f"{path} is not a readable image ({exc})") from exc
         return ImageRef(
             uri=str(path),
