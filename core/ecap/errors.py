@@ -68,3 +68,14 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if options:
         return f" (choose from: {', '.join(options)})"
     return ""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped from outside (Ctrl-C, SIGTERM). ``exit_code`` follows the shell's
+    convention, 128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
+
+    def __init__(self, signum: int = 2) -> None:
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum

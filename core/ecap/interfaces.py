@@ -179,6 +179,12 @@ class Plugin(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models, sessions or servers. Called once when the step ends."""
 
+    def check(self) -> list[str]:
+        """Problems found without doing any work (an input file that does not exist), so that
+        ``ecap pipeline validate`` and the start of a run report them before anything is paid
+        for. Must stay cheap: no model loads, no network calls."""
+        return []
+
     def attach(self, item: Item, result: Any) -> list[Item]:
         """The items a step emits for ``item`` given the plugin's ``result`` for it: the result
         in the kind's output slot, the slots it makes stale cleared, everything else passed on."""

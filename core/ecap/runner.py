@@ -11,9 +11,12 @@ nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 
 from . import __version__
 from .calls import CallLog
-from .errors import EcapError
+from .errors import EcapError, RunInterrupted
 from .execution import StepExecution, StepOutcome
 from .hashing import digest, redact, redact_text, semantic_config
 from .interfaces import Plugin, PluginContext
@@ -31,6 +34,22 @@ from .progress import Progress
 from .records import Item, Model
 from .spec import Spec, Step
 from .store import Store
+
+
+@contextlib.contextmanager
+def interrupted_by_signals() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into :class:`RunInterrupted` while a run is in progress, so the
+    run and its running step are recorded as ``interrupted`` rather than left ``running``."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise RunInterrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -89,6 +108,10 @@ class Runner:
                     items = [item for u in step.inputs for item in outputs[u]]
                     outcome, produced = self._run_step(run_id, step, items, progress)
                     outcomes[step_id], outputs[step_id] = outcome, produced
+        except KeyboardInterrupt as exc:
+            self.store.finish_run(run_id, "interrupted", error=_interruption(exc))
+            event("run.interrupted", logging.WARNING, run=run_id, signal=_interruption(exc))
+            raise
         except BaseException as exc:
             self.store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -172,6 +195,9 @@ class Runner:
                 _, content_hash, _ = execution.whole_input_key(items)
                 context.work_dir = context.work_dir / content_hash.split(":")[-1][:16]
             outcome, produced = execution.run(items)
+        except KeyboardInterrupt as exc:  # stopped from outside: what was committed stays
+            self.store.finish_step(step_run_id, "interrupted", execution.counts, _interruption(exc))
+            raise
         except Exception as exc:  # the step fails; independent steps still run
             message = f"{type(exc).__name__}: {exc}"
             self.store.finish_step(step_run_id, "failed", execution.counts, message)
@@ -227,8 +253,20 @@ def step_key_of(step: Step, plugin: Plugin, models: dict[str, str] | None = None
     return digest(*parts)
 
 
+def _interruption(exc: KeyboardInterrupt) -> str:
+    return f"interrupted by {exc}" if isinstance(exc, RunInterrupted) else "interrupted by SIGINT"
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-__all__ = ["RunOptions", "RunResult", "Runner", "StepOutcome", "step_key_of"]
+__all__ = [
+    "RunInterrupted",
+    "RunOptions",
+    "RunResult",
+    "Runner",
+    "StepOutcome",
+    "interrupted_by_signals",
+    "step_key_of",
+]

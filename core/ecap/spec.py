@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -347,9 +347,71 @@ def _validate(
             loc = tuple(str(p) for p in error["loc"])
             message = error["msg"]
             if error["type"] == "extra_forbidden":
-                allowed = [f for f in model.model_fields if f not in data]
+                holder, given = _holder_of(model, data, loc[:-1])
+                allowed = [f for f in holder.model_fields if f not in given] if holder else []
                 message = f"unknown field{did_you_mean(loc[-1], allowed)}"
                 if help_command:
                     message += f"; `{help_command}` lists the fields"
             located.problem((*where, *loc), message)
         return None
+
+
+def _holder_of(
+    model: type[BaseModel], data: Any, loc: tuple[str, ...]
+) -> tuple[type[BaseModel] | None, dict[str, Any]]:
+    """The config model that holds the field at ``loc`` (a nested block's own model, not the
+    step's), and the keys given for it, so a typo is matched against the right field names."""
+    current: type[BaseModel] | None = model
+    given: Any = data
+    parts = list(loc)
+    while parts and current is not None:
+        name = parts.pop(0)
+        field = current.model_fields.get(name)
+        if field is None:
+            return None, {}
+        given = given.get(name) if isinstance(given, dict) else None
+        candidates = _models_in(field.annotation)
+        if parts and _is_container(field.annotation):  # a list index or a dict key
+            key = parts.pop(0)
+            if isinstance(given, list):
+                given = given[int(key)] if key.isdigit() and int(key) < len(given) else None
+            else:
+                given = given.get(key) if isinstance(given, dict) else None
+        named = [c for c in candidates if parts and parts[0] == c.__name__]
+        if named:  # pydantic names the union member it tried
+            parts.pop(0)
+            candidates = named
+        current = candidates[0] if len(candidates) == 1 else None
+    return current, given if isinstance(given, dict) else {}
+
+
+def _is_container(annotation: Any) -> bool:
+    if get_origin(annotation) in (list, tuple, set, dict):
+        return True
+    return any(_is_container(arg) for arg in get_args(annotation) if arg is not type(None))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def preflight(spec: Spec) -> None:
+    """Ask every step's plugin for problems it can see before any work (``Plugin.check``), and
+    raise them all at once as a :class:`SpecError` pointing at each step."""
+    from .interfaces import PluginContext
+
+    problems: list[SpecProblem] = []
+    for step in spec.steps.values():
+        context = PluginContext(
+            step_id=step.id, base_dir=spec.base_dir, work_dir=spec.base_dir / ".ecap" / "work"
+        )
+        plugin = step.plugin.cls(step.config, context)
+        for message in plugin.check():
+            problems.append(
+                SpecProblem(str(spec.path), step.line, f"steps.{step.id}.with", message)
+            )
+    if problems:
+        raise SpecError(problems)

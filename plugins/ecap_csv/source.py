@@ -91,6 +91,11 @@ class CsvSource(Source):
         root = self.config.images_root
         return (self.context.base_dir / root).resolve() if root else self.file.parent
 
+    def check(self) -> list[str]:
+        if not self.file.is_file():
+            return [f"path: no file {self.file}"]
+        return []
+
     def rows(self) -> Iterator[SourceRow]:
         """Rows keyed by their content and their images' size and mtime: editing a row, or
         replacing an image file, re-imports that row; appending rows imports only the new ones."""

@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import EcapError
+from ..errors import EcapError, RunInterrupted
 from ..logs import configure
+from ..report.command import report_command
 from ..secrets import register_environment, scrub
 from . import db, export, pipeline, plugins, provenance, runs
 
@@ -31,6 +32,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during a run
+            code = exc.exit_code if isinstance(exc, RunInterrupted) else 130
+            click.secho(f"Interrupted ({exc or 'SIGINT'}); what was committed is kept.", err=True)
+            ctx.exit(code)
         except EcapError as exc:
             _fail(ctx, str(exc))
         except Exception as exc:  # the last line of defence of a CLI
@@ -63,6 +68,7 @@ def cli(ctx: click.Context, log_json: bool, verbose: bool) -> None:
 for module in (pipeline, plugins, runs, provenance, export, db):
     cli.add_command(module.group)
 cli.add_command(plugins.schema)
+cli.add_command(report_command)
 
 
 def _add_plugin_commands() -> None:

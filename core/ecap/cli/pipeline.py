@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..spec import Spec, load_spec
+from ..spec import Spec, load_spec, preflight
 from .common import console, emit, json_option, store_url
 
 if TYPE_CHECKING:
@@ -51,15 +51,18 @@ def run(
     as_json: bool,
 ) -> None:
     """Run SPEC_PATH. Finished samples are served from the store; a killed run resumes."""
-    from ..runner import Runner, RunOptions
+    from ..runner import Runner, RunOptions, interrupted_by_signals
 
     spec = load_spec(spec_path)
+    preflight(spec)
     store = _store_for(spec, store_ref)
-    result = Runner(
+    runner = Runner(
         spec,
         store,
         RunOptions(limit=limit, max_error_rate=max_error_rate, progress=progress and not as_json),
-    ).run()
+    )
+    with interrupted_by_signals():
+        result = runner.run()
     rows = [
         {"step": o.step_id, "status": o.status, **o.counts, "error": o.error or ""}
         for o in result.steps.values()
@@ -91,8 +94,9 @@ def run(
 @group.command()
 @click.argument("spec_path", type=click.Path(dir_okay=False))
 def validate(spec_path: str) -> None:
-    """Check SPEC_PATH (plugins, configs, graph) without running anything."""
+    """Check SPEC_PATH (plugins, configs, graph, input files) without running anything."""
     spec = load_spec(spec_path)
+    preflight(spec)
     click.echo(f"{spec_path}: ok ({len(spec.steps)} steps: {' -> '.join(spec.order())})")
 
 
