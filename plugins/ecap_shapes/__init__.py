@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ecap.hookspecs import Register, hookimpl
 
+from .annotator import ShapesAnnotator
 from .judge import ShapesRulesJudge
 from .source import ShapesSource
 
@@ -23,3 +24,8 @@ def register_sources(register: Register) -> None:
 @hookimpl
 def register_judges(register: Register) -> None:
     register("shapes-rules", ShapesRulesJudge)
+
+
+@hookimpl
+def register_annotators(register: Register) -> None:
+    register("shapes-annotator", ShapesAnnotator)

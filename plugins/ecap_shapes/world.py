@@ -146,15 +146,25 @@ def outline(obj: Obj) -> list[tuple[float, float]]:
 
 
 def render(scene: Scene, size: int) -> Image.Image:
-    """Draw ``scene`` as the camera sees it, as a ``size`` x ``size`` RGB image."""
-    image = Image.new("RGB", (size, size), BACKGROUNDS[scene.background])
+    """Draw ``scene`` as the camera sees it, as a ``size`` x ``size`` RGB image.
+
+    Objects are drawn on a canvas with a margin as wide as the largest object and the frame is
+    cropped out of it, so an object cut by the frame's edge is drawn exactly as the part of it
+    that another window would show, pixel for pixel."""
     scale = size / scene.window.side
+    margin = 2 + int(max((o.radius for o in scene.objects), default=0) * scale)
+    canvas = Image.new("RGB", (size + 2 * margin,) * 2, BACKGROUNDS[scene.background])
+    # The window's offset in pixels, rounded off float noise (0.15 * 160 is 24, not
+    # 24.000000000000004), so that a pan by whole pixels shifts every pixel exactly.
+    left = round(scene.window.x0 * scale, 6) - margin
+    top = round(scene.window.y0 * scale, 6) - margin
 
     def to_px(x: float, y: float) -> tuple[float, float]:
-        return (x - scene.window.x0) * scale, (y - scene.window.y0) * scale
+        return x * scale - left, y * scale - top
 
     for obj in scene.objects:
-        _draw(image, obj, to_px, scale)
+        _draw(canvas, obj, to_px, scale)
+    image = canvas.crop((margin, margin, margin + size, margin + size))
     if scene.brightness != 1.0:
         image = ImageEnhance.Brightness(image).enhance(scene.brightness)
     if scene.warmth:
