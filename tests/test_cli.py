@@ -66,7 +66,7 @@ def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its
         "made by step 'pairs' (source: csv",
         summary["run"],
         "pairs.csv:2",
-        "used dataset",
+        "used by dataset",
         "made by step 'dataset' (export: jsonl",
     ):
         assert re.sub(r"\s+", "", expected) in text  # rich wraps long lines anywhere

@@ -144,3 +144,102 @@ def quickstart_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_export_of_a_step_that_is_not_per_sample_says_so(quickstart_run: Path) -> None:
     line = assert_one_error_line(ecap("export", "--step", "dataset", "-o", "again.jsonl"))
     assert "dataset" in line and "per-sample" in line
+
+
+def listing_commands(store: str) -> list[list[str]]:
+    from ecap.records import RECORD_TYPES
+
+    return [
+        ["runs", "list", "--store", store],
+        ["runs", "show", "--store", store],
+        ["plugins", "list"],
+        ["plugins", "show", "csv"],
+        ["pipeline", "plan", store],
+        *(["provenance", "query", "--store", store, "--type", t] for t in sorted(RECORD_TYPES)),
+    ]
+
+
+def test_every_listing_fits_80_columns_without_raw_json(
+    quickstart_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    for args in listing_commands("spec.yaml"):
+        result = ecap(*args)
+        assert result.exit_code == 0, result.output
+        for line in result.output.splitlines():
+            assert len(line) <= 80, f"{' '.join(args)}: {line!r}"
+            if line.startswith(("┃", "│")):  # a table row
+                assert not re.search(r"[{\[]\s*['\"]", line), f"JSON in a cell: {line!r}"
+                assert not re.search(r"\d\d:\d\d:\d\d\.\d", line), f"microseconds: {line!r}"
+
+
+def test_an_empty_result_is_one_line(quickstart_run: Path) -> None:
+    result = ecap("provenance", "query", "--store", "spec.yaml", "--type", "verdict")
+    assert result.exit_code == 0 and result.output.strip().splitlines() == [
+        "0 verdict records: none"
+    ]
+
+
+def test_ids_are_shortened_to_the_part_that_tells_them_apart() -> None:
+    from ecap.cli.tables import short_ids
+
+    batch = [f"01M8S1052W7MHF3BSMG1RGRR{tail}" for tail in ("7Z", "81", "83")]
+    shown = short_ids(batch)
+    assert len(set(shown.values())) == 3
+    assert all(len(s) <= 12 and s.endswith(i[-2:]) for i, s in shown.items())
+    runs = ["01M8S1051PK6NQXZKE4XWK1S7F", "01M8S12M3M5WV0QZ5EJGETYXN9"]
+    prefixes = short_ids(runs)
+    assert all(i.startswith(s.rstrip("…")) for i, s in prefixes.items()), "a usable prefix"
+    assert short_ids(["ecap1:" + "ab" * 32]) == {"ecap1:" + "ab" * 32: "abababab…"}
+
+
+def test_the_run_table_says_how_to_see_failed_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecap.testing import make_pairs
+
+    monkeypatch.chdir(tmp_path)
+    make_pairs(tmp_path, 4, corrupt=(1,))
+    (tmp_path / "spec.yaml").write_text(
+        "name: broken\nsteps:\n  pairs: {source: csv, max_error_rate: 1, with: {path: pairs.csv}}\n"
+    )
+    result = ecap("pipeline", "run", "spec.yaml", "--no-progress")
+    assert "1 sample failed; see why with:" in result.output
+    command = next(line for line in result.output.splitlines() if "ecap runs show" in line)
+    shown = ecap(*command.split()[1:])
+    assert shown.exit_code == 0 and "not a readable image" in " ".join(shown.output.split())
+    assert all(
+        len(line) <= 80 for line in [*result.output.splitlines(), *shown.output.splitlines()]
+    )
+
+
+def test_a_waiting_step_has_a_note_not_an_error() -> None:
+    from ecap.cli.tables import note
+
+    assert note("waiting", "3 tasks open in Label Studio") == "3 tasks open in Label Studio"
+    assert note("failed", "no server at http://localhost:8080") == (
+        "error: no server at http://localhost:8080"
+    )
+
+
+def test_plugins_list_describes_every_plugin_in_a_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("COLUMNS", "200")
+    rows = json.loads(ecap("plugins", "list", "--json").output)
+    assert rows and all(row["description"] and "\n" not in row["description"] for row in rows)
+    table = ecap("plugins", "list").output
+    assert all(row["description"][:30] in table for row in rows)
+
+
+def test_the_provenance_tree_puts_derivations_under_derived_from(quickstart_run: Path) -> None:
+    import json
+
+    (instruction,) = json.loads(
+        ecap("provenance", "query", "--store", "spec.yaml", "-n", "1", "--json").output
+    )
+    tree = ecap("provenance", "show", instruction["id"], "--store", "spec.yaml").output
+    derived = tree.index("derived from")
+    assert "pair " + instruction["pair_id"][:8] in tree[derived:]
+    assert "used by" not in tree[: tree.index("pair " + instruction["pair_id"][:8])]
+    assert "wasDerivedFrom" not in tree

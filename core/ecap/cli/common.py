@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import EcapError
+from .tables import print_table
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -81,21 +81,8 @@ def open_store(ref: str | None, *, auto_upgrade: bool = False) -> Store:
 def emit(
     rows: Any, as_json: bool, *, columns: Sequence[str] = (), title: str | None = None
 ) -> None:
-    """Print ``rows`` as JSON, or as a table of ``columns``."""
+    """Print ``rows`` as JSON, or as an 80-column table of ``columns`` (see :mod:`.tables`)."""
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    console.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
-    return str(value)
+    print_table(console, rows, columns, title)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..spec import Spec, load_spec, preflight
 from .common import console, emit, json_option, store_url
+from .tables import note, samples
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -81,12 +83,26 @@ def run(
         )
     else:
         emit(
-            rows,
+            [
+                {
+                    "step": o.step_id,
+                    "status": o.status,
+                    "samples": samples(o.counts),
+                    "note": note(o.status, o.error),
+                }
+                for o in result.steps.values()
+            ],
             False,
-            columns=["step", "status", "inputs", "cached", "done", "failed", "pending", "error"],
+            columns=["step", "status", "samples", "note"],
             title=f"run {result.run_id}: {result.status}",
         )
         console.print(f"store: {store.redacted_url}")
+        failed = sum(o.counts.get("failed", 0) for o in result.steps.values())
+        if failed or result.status == "failed":
+            where = shlex.quote(store_ref or spec_path)
+            what = f"{failed} sample{'s' if failed != 1 else ''} failed" if failed else "It failed"
+            console.print(f"{what}; see why with:", markup=False)
+            console.print(f"  ecap runs show {result.run_id} --store {where}", markup=False)
     if result.status == "failed":
         raise SystemExit(1)
 

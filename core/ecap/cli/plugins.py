@@ -24,7 +24,8 @@ def group() -> None:
 @group.command("list")
 @json_option
 def list_plugins(as_json: bool) -> None:
-    """Every registered plugin with its kind, version and package, and any broken ones."""
+    """Every registered plugin with its kind and what it does (``--json``: version and package
+    too), and any broken ones."""
     registry = get_registry()
     rows = [
         {
@@ -33,6 +34,7 @@ def list_plugins(as_json: bool) -> None:
             "version": info.version,
             "package": info.package,
             "status": "ok",
+            "description": summary(info.cls),
         }
         for (_, _), info in sorted(registry.plugins.items())
     ]
@@ -43,6 +45,7 @@ def list_plugins(as_json: bool) -> None:
             "version": "",
             "status": "conflict",
             "package": " + ".join(p.package for p in infos),
+            "description": "conflict: " + " + ".join(p.package for p in infos),
         }
         for (kind, name), infos in sorted(registry.conflicts.items())
     ]
@@ -53,15 +56,28 @@ def list_plugins(as_json: bool) -> None:
             "version": "",
             "package": b.package,
             "status": f"broken: {b.error}",
+            "description": f"broken: {b.error} (ecap plugins doctor)",
         }
         for b in registry.broken
     ]
-    emit(
-        rows,
-        as_json,
-        columns=["kind", "name", "version", "package", "status"],
-        title="ecap plugins",
+    emit(rows, as_json, columns=["kind", "name", "description"], title="ecap plugins")
+
+
+def summary(cls: type) -> str:
+    """A plugin's one-line description: the first sentence of its class docstring, or of the
+    nearest base class in the plugin's own package (never the kind's generic interface)."""
+    package = cls.__module__.split(".", 1)[0]
+    doc = next(
+        (
+            inspect.cleandoc(base.__dict__["__doc__"])
+            for base in cls.__mro__
+            if base.__module__.split(".", 1)[0] == package and base.__dict__.get("__doc__")
+        ),
+        "",
     )
+    paragraph = " ".join(doc.split("\n\n", 1)[0].split()).replace("``", "")
+    sentence = paragraph.split(". ", 1)[0].rstrip(".")
+    return sentence or "(no description: the plugin class has no docstring)"
 
 
 @group.command()

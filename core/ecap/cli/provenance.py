@@ -10,6 +10,7 @@ from rich.tree import Tree
 
 from ..records import RECORD_TYPES
 from .common import console, emit, json_option, open_store, store_option
+from .tables import cell
 
 
 @click.group("provenance")
@@ -31,15 +32,36 @@ def show(record_id: str, store_ref: str | None, depth: int, as_json: bool) -> No
         click.echo(json.dumps(node, indent=2, default=str))
         return
     tree = Tree(_label(node))
-    for side, title in (("origins", "came from"), ("uses", "used by")):
-        if node.get(side) or node.get(f"{side}_omitted"):
-            _grow(tree.add(f"[bold]{title}[/bold]"), node, side)
+    _grow(tree, node)
     console.print(tree)
 
 
-def _grow(branch: Tree, node: dict[str, Any], side: str) -> None:
+#: How each W3C PROV edge reads, by side: a record's own edges point to its origins; other
+#: records' edges to it are its uses. A revision (``wasDerivedFrom``) is neither a use nor an input.
+HEADINGS = {
+    "origins": {"used": "came from", "wasDerivedFrom": "derived from"},
+    "uses": {"used": "used by", "wasDerivedFrom": "derived from it"},
+}
+
+
+def _grow(branch: Tree, node: dict[str, Any]) -> None:
+    """Add ``node``'s origins and uses under headings by edge kind, recursively."""
+    for side, headings in HEADINGS.items():
+        children = node.get(side, [])
+        for verb in dict.fromkeys(child["verb"] for child in children):
+            heading = branch.add(f"[bold]{headings.get(verb, verb)}[/bold]")
+            for child in children:
+                if child["verb"] == verb:
+                    _grow_side(heading.add(_label(child)), child, side)
+        if node.get(f"{side}_omitted"):
+            branch.add(f"... and {node[f'{side}_omitted']} more {side}")
+
+
+def _grow_side(branch: Tree, node: dict[str, Any], side: str) -> None:
+    """Deeper levels follow one direction only, as the walk does."""
     for child in node.get(side, []):
-        _grow(branch.add(f"{child['verb']} {_label(child)}"), child, side)
+        heading = HEADINGS[side].get(child["verb"], child["verb"])
+        _grow_side(branch.add(f"{heading} {_label(child)}"), child, side)
     if node.get(f"{side}_omitted"):
         branch.add(f"... and {node[f'{side}_omitted']} more")
 
@@ -60,8 +82,8 @@ def _label(node: dict[str, Any]) -> str:
         ),
         "instruction": lambda r: f'{r["origin"]} "{r["text"][:80]}"',
         "reference": lambda r: f'"{r["overall"][:80]}"',
-        "score": lambda r: f"{r['scorer']} {r['values']}",
-        "verdict": lambda r: f"{r['judge']} S={r['weighted']} {r['axes']}",
+        "score": lambda r: f"{r['scorer']} {cell(r['values'])}",
+        "verdict": lambda r: f"{r['judge']} S={cell(r['weighted'])} {cell(r['axes'])}",
         "preference": lambda r: f"chosen {r['chosen_id']} over {r['rejected_id']}",
         "dataset": lambda r: f"{r['name']} ({r['count']} rows, {r['format']}) {r['uri'] or ''}",
         "model": lambda r: f"{r['name']} {r['uri']}",
@@ -122,5 +144,19 @@ def query(
         max_score=max_score,
         limit=limit,
     )
-    columns = [c for c in (rows[0] if rows else {"id": None}) if c not in ("meta", "created_at")]
+    columns = QUERY_COLUMNS.get(record_type, ["id"])
     emit(rows, as_json, columns=columns, title=f"{len(rows)} {record_type} records")
+
+
+#: What ``provenance query`` shows of each record type in a terminal (``--json`` has everything),
+#: free text last so that it takes the room that is left.
+QUERY_COLUMNS = {
+    "pair": ["id", "category", "source", "target"],
+    "instruction": ["id", "pair_id", "origin", "author", "text"],
+    "reference": ["id", "pair_id", "overall"],
+    "score": ["id", "instruction_id", "scorer", "values"],
+    "verdict": ["id", "instruction_id", "judge", "weighted", "axes"],
+    "preference": ["id", "pair_id", "chosen_id", "rejected_id"],
+    "dataset": ["id", "name", "format", "count", "uri"],
+    "model": ["id", "name", "revision", "uri"],
+}

@@ -8,6 +8,7 @@ import click
 
 from ..errors import EcapError
 from .common import console, emit, json_option, open_store, store_option
+from .tables import note, samples, short_ids, took
 
 
 @click.group("runs")
@@ -26,7 +27,9 @@ def list_runs(store_ref: str | None, limit: int, as_json: bool) -> None:
         {k: r[k] for k in ("id", "name", "status", "started_at", "finished_at", "spec_path")}
         for r in store.runs(limit)
     ]
-    emit(rows, as_json, columns=["id", "name", "status", "started_at", "finished_at"], title="runs")
+    if not as_json:
+        rows = [{**r, "took": took(r["started_at"], r["finished_at"])} for r in rows]
+    emit(rows, as_json, columns=["id", "name", "status", "started_at", "took"], title="runs")
 
 
 @group.command()
@@ -64,38 +67,24 @@ def show(run_id: str | None, store_ref: str | None, as_json: bool) -> None:
         [
             {
                 "step": s["step_id"],
-                "plugin": f"{s['kind']}:{s['plugin']} {s['plugin_version']}",
+                "plugin": s["plugin"],
                 "status": s["status"],
-                **s["counts"],
-                "error": s["error"],
+                "samples": samples(s["counts"]),
+                "note": note(s["status"], s["error"]),
             }
             for s in steps
         ],
         False,
-        columns=[
-            "step",
-            "plugin",
-            "status",
-            "inputs",
-            "cached",
-            "done",
-            "failed",
-            "pending",
-            "error",
-        ],
+        columns=["step", "plugin", "status", "samples", "note"],
     )
     if failures:
-        emit(
-            [
-                {
-                    "step": f["step_id"],
-                    "input": f["input_key"],
-                    "error": f["error_type"],
-                    "message": f["message"],
-                }
-                for f in failures
-            ],
-            False,
-            columns=["step", "input", "error", "message"],
-            title="failed samples",
-        )
+        # A list, not a table: the message is what the reader needs, and it is long.
+        console.print(f"[bold]{len(failures)} failed samples[/bold]")
+        inputs = short_ids([f["input_key"] for f in failures])
+        for f in failures:
+            console.print(
+                f"- {f['step_id']} (input {inputs[f['input_key']]}): "
+                f"{f['error_type']}: {f['message']}",
+                markup=False,
+                highlight=False,
+            )
