@@ -542,3 +542,111 @@ def test_the_adapter_is_merged_into_the_weights(tiny_qwen25_vl, tiny_editscore_a
     assert changed == {
         k for k in base if "language_model" in k and k.endswith(("q_proj.weight", "v_proj.weight"))
     }
+
+
+# -- re-deciding from stored scores ---------------------------------------------------------------
+
+
+def test_retune_changes_decisions_from_stored_scores_without_a_model_call(
+    registry, prompt_file, tmp_path, write_spec
+):
+    from click.testing import CliRunner
+
+    from ecap.cli.filter import group as filter_cli
+    from ecap.testing import make_pairs, run_spec
+
+    csv = make_pairs(tmp_path, 6)  # pair i: category CATEGORIES[i], "Make pair {i} bluer."
+    following = {f"Make pair {i} bluer.": value for i, value in enumerate([25, 20, 15, 10, 5, 0])}
+    ScriptedBackend.script = staticmethod(
+        lambda kind, text, seed: reply([following.get(text, 25), 25])
+    )
+    spec = write_spec(
+        f"""
+        name: retune
+        steps:
+          pairs: {{source: csv, with: {{path: {csv}}}}}
+          scored:
+            filter: editscore
+            from: pairs
+            with: {{model: editscore-7b, backend: scripted, prompt_file: {prompt_file}}}
+        """
+    )
+    result = run_spec(spec, registry=registry)
+    assert result.status == "complete"
+    calls = len(ScriptedBackend.requests)
+    assert calls == 12  # two prompts per pair
+
+    invoke = CliRunner().invoke(
+        filter_cli,
+        ["retune", "scored", "--min-score", "6.5", "--store", str(tmp_path / "ecap.db"), "--json"],
+    )
+    assert invoke.exit_code == 0, invoke.output
+    report = json.loads(invoke.output)
+    assert len(ScriptedBackend.requests) == calls  # zero model calls
+    # prompt_following per pair: 10, 8, 6, 4, 2, 0
+    assert report["current"]["rule"] == {"min_score": 5.0}
+    assert (report["current"]["kept"], report["new"]["kept"]) == (3, 2)
+    assert report["changed"] == 1
+    assert report["new"]["by_category"]["move"] == {"kept": 0, "dropped": 1}  # pair 3
+    assert report["new"]["by_category"]["remove"] == {"kept": 0, "dropped": 1}  # pair 2
+    assert report["current"]["by_category"]["remove"] == {"kept": 1, "dropped": 0}
+    assert report["new"]["dropped_by"] == {"{min_score: 6.5}": 4}
+
+    options = ["--top-k", "1", "--whole-step", "--min-score", "1", "--component", "consistency"]
+    combined = CliRunner().invoke(
+        filter_cli, ["retune", "scored", *options, "--json", "--store", str(tmp_path / "ecap.db")]
+    )
+    assert combined.exit_code == 0, combined.output
+    report = json.loads(combined.output)
+    assert report["new"]["rule"] == {
+        "all_of": [
+            {"min_score": 1.0, "component": "consistency"},
+            {"top_k": 1, "component": "consistency", "per_category": False},
+        ]
+    }
+    # consistency is 10 for every pair: the tie goes to the pair id that sorts first
+    assert report["new"]["kept"] == 1
+    assert report["new"]["dropped_by"] == {
+        "{min_score: 1, component: consistency}": 0,
+        "{top_k: 1, component: consistency, per_category: false}": 5,
+    }
+    assert len(ScriptedBackend.requests) == calls
+
+    rerun = run_spec(spec, registry=registry)  # unchanged spec: nothing is scored again
+    assert rerun.status == "complete" and len(ScriptedBackend.requests) == calls
+
+
+def test_retune_explains_what_it_cannot_do(registry, prompt_file, tmp_path, write_spec):
+    from click.testing import CliRunner
+
+    from ecap.cli.filter import group as filter_cli
+    from ecap.testing import make_pairs, run_spec
+
+    ScriptedBackend.script = staticmethod(lambda kind, text, seed: reply([20, 20]))
+    csv = make_pairs(tmp_path, 2)
+    spec = write_spec(
+        f"""
+        name: retune
+        steps:
+          pairs: {{source: csv, with: {{path: {csv}}}}}
+          scored:
+            filter: editscore
+            from: pairs
+            with: {{model: m, backend: scripted, prompt_file: {prompt_file}}}
+        """
+    )
+    run_spec(spec, registry=registry)
+    store = ["--store", str(tmp_path / "ecap.db")]
+    cases = [
+        (["retune", "scored", *store], "say which rule to try"),
+        (["retune", "nope", "--min-score", "1", *store], "no step 'nope'"),
+        (["retune", "pairs", "--min-score", "1", *store], "is a source step, not a filter"),
+        (
+            ["retune", "scored", "--min-score", "1", "--component", "clarity", *store],
+            "keep reads clarity, which this filter does not produce",
+        ),
+    ]
+    for args, message in cases:
+        outcome = CliRunner().invoke(filter_cli, args)
+        assert outcome.exit_code != 0
+        assert message in str(outcome.exception) + outcome.output, args

@@ -65,11 +65,20 @@ class _Rule(BaseModel):
 
     #: Whether the rule compares a row with other rows (then it needs the whole population).
     population: ClassVar[bool] = False
+    #: The mapping key that names the rule in a spec.
+    key: ClassVar[str]
+
+    def spec(self) -> dict[str, Any]:
+        """The rule as a spec writes it: its key first, defaults left out."""
+        fields = {name: getattr(self, name) for name in self.model_fields_set if name != self.key}
+        data = {self.key: getattr(self, self.key), **dict(sorted(fields.items()))}
+        return {
+            k: [m.spec() for m in v] if k in ("all_of", "any_of") else v for k, v in data.items()
+        }
 
     def describe(self) -> str:
-        """The rule in one line, as written in a spec."""
-        fields = self.model_dump(exclude_defaults=True)
-        return ", ".join(f"{k}: {v}" for k, v in fields.items())
+        """The rule in one line of YAML flow style: ``{min_score: 6.5, component: overall}``."""
+        return _flow(self.spec())
 
 
 class _ComponentRule(_Rule):
@@ -79,67 +88,79 @@ class _ComponentRule(_Rule):
 
 
 class MinScore(_ComponentRule):
+    key: ClassVar[str] = "min_score"
     min_score: float = Field(description="keep rows whose component is at least this")
 
 
 class MaxScore(_ComponentRule):
+    key: ClassVar[str] = "max_score"
     max_score: float = Field(description="keep rows whose component is at most this")
 
 
 class TopK(_ComponentRule):
+    key: ClassVar[str] = "top_k"
     top_k: int = Field(ge=0, description="keep this many best rows")
     per_category: bool = Field(True, description="per pair category (false: of the whole step)")
     population: ClassVar[bool] = True
 
 
 class TopP(_ComponentRule):
+    key: ClassVar[str] = "top_p"
     top_p: float = Field(gt=0, le=1, description="keep this share of rows, best first")
     per_category: bool = Field(True, description="per pair category (false: of the whole step)")
     population: ClassVar[bool] = True
 
 
 class Percentile(_ComponentRule):
+    key: ClassVar[str] = "percentile"
     percentile: float = Field(ge=0, le=100, description="keep rows at or above this percentile")
     per_category: bool = Field(False, description="the percentile of the row's own category")
     population: ClassVar[bool] = True
 
 
 class Unflagged(_Rule):
+    key: ClassVar[str] = "unflagged"
     unflagged: list[str] | Literal["all"] = Field(
         description="0/1 flag components that drop a row when set (all: every component)"
     )
 
 
 class Unique(_Rule):
+    key: ClassVar[str] = "unique"
     unique: str = Field(description="Score.meta key (e.g. text_hash); rows sharing it keep one")
     population: ClassVar[bool] = True
 
 
 class AllOf(_Rule):
+    key: ClassVar[str] = "all_of"
     all_of: list[KeepRule] = Field(min_length=1, description="keep rows every rule keeps")
 
 
 class AnyOf(_Rule):
+    key: ClassVar[str] = "any_of"
     any_of: list[KeepRule] = Field(min_length=1, description="keep rows some rule keeps")
 
 
 _RULES: dict[str, type[_Rule]] = {
-    "min_score": MinScore,
-    "max_score": MaxScore,
-    "top_k": TopK,
-    "top_p": TopP,
-    "percentile": Percentile,
-    "unflagged": Unflagged,
-    "unique": Unique,
-    "all_of": AllOf,
-    "any_of": AnyOf,
+    cls.key: cls
+    for cls in (MinScore, MaxScore, TopK, TopP, Percentile, Unflagged, Unique, AllOf, AnyOf)
 }
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _rule_key(value: Any) -> str | None:
     """Which rule a YAML mapping (or a rule) is: the first rule key it holds."""
     if isinstance(value, _Rule):
-        return next(k for k, cls in _RULES.items() if isinstance(value, cls))
+        return value.key
     if isinstance(value, dict):
         return next((k for k in _RULES if k in value), None)
     return None
@@ -220,6 +241,29 @@ def decide_items(
         else KeepDecision(keep=False, reason="the item has no score")
         for item in items
     ]
+
+
+def breakdown(
+    rule: _Rule, scored: Sequence[Scored], default_component: str = "score"
+) -> dict[str, list[bool]]:
+    """Which rows each part of ``rule`` keeps on its own: the members of a top-level ``all_of``
+    (or the rule itself), with ``unflagged`` split into one part per flag. Keys are the parts as
+    written in a spec; this is how ``ecap filter retune`` counts drops per rule."""
+    members = rule.all_of if isinstance(rule, AllOf) else [rule]
+    parts: dict[str, list[bool]] = {}
+    for member in members:
+        if isinstance(member, Unflagged):
+            names = member.unflagged
+            if names == "all":
+                names = list(dict.fromkeys(name for score, _ in scored for name in score.values))
+            for name in names:
+                single = Unflagged(unflagged=[name])
+                parts[single.describe()] = [
+                    d.keep for d in decide(single, scored, default_component)
+                ]
+        else:
+            parts[member.describe()] = [d.keep for d in decide(member, scored, default_component)]
+    return parts
 
 
 def _tiebreak(score: Score) -> tuple[str, str, str]:
@@ -432,6 +476,7 @@ __all__ = [
     "TopP",
     "Unflagged",
     "Unique",
+    "breakdown",
     "components",
     "decide",
     "decide_items",
