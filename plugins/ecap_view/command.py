@@ -1,0 +1,57 @@
+"""``ecap view``: serve the read-only web page over a store until interrupted."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from ecap.cli_api import handle_errors, open_store, store_option
+from ecap.interfaces import require
+
+LOOPBACK = "127.0.0.1"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("view")
+@store_option
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option(
+    "--host",
+    default=LOOPBACK,
+    show_default=True,
+    help="Address to listen on. Anything but a loopback address lets other machines read the "
+    "store (instructions, verdicts, image files of its pairs): there is no login.",
+)
+@handle_errors
+def view_command(store_ref: str | None, port: int, host: str) -> None:
+    """A local web page over the store, read-only: runs and steps with counts, failures and
+    timings; pairs side by side with every instruction, score and verdict; the lineage of any
+    record; the report with training curves; search, filters and export of a selection.
+    """
+    for module in ("starlette", "jinja2", "uvicorn"):
+        require(module, "view", "view")
+    import uvicorn
+
+    from .app import create_app
+
+    store = open_store(store_ref)
+    try:
+        if not is_loopback(host):
+            click.secho(
+                f"warning: listening on {host}: anyone who can reach it can read this store",
+                fg="yellow",
+                err=True,
+            )
+        click.echo(f"ecap view of {store.redacted_url} on http://{host}:{port}/ (Ctrl+C stops)")
+        uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+    finally:
+        store.close()
