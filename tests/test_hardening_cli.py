@@ -243,3 +243,40 @@ def test_the_provenance_tree_puts_derivations_under_derived_from(quickstart_run:
     assert "pair " + instruction["pair_id"][:8] in tree[derived:]
     assert "used by" not in tree[: tree.index("pair " + instruction["pair_id"][:8])]
     assert "wasDerivedFrom" not in tree
+
+
+def test_serve_llm_serves_the_fake_apis_until_interrupted(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    openai = pytest.importorskip("openai")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ecap.cli", "testing", "serve-llm", "--api-key", "sk-offline"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        exports: dict[str, str] = {}
+        assert server.stdout is not None
+        while "OPEN_JUDGE_URL" not in exports:
+            line = server.stdout.readline()
+            assert line, server.stderr.read() if server.stderr else "no output"
+            if line.strip().startswith("export "):
+                name, value = line.strip().removeprefix("export ").split("=", 1)
+                exports[name] = value
+        client = openai.OpenAI(
+            api_key=exports["OPENAI_API_KEY"], base_url=exports["OPENAI_BASE_URL"]
+        )
+        reply = client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "Describe the edit."}]
+        )
+        assert reply.choices[0].message.content
+        assert exports["GEMINI_BASE_URL"] and exports["OPEN_JUDGE_URL"].endswith("/v1")
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "served 1 model calls" in err and "Traceback" not in err
