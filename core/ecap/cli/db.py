@@ -1,4 +1,4 @@
-"""``ecap db upgrade | current``."""
+"""``ecap db upgrade | current | stamp``."""
 
 from __future__ import annotations
 
@@ -29,15 +29,45 @@ def upgrade(store_ref: str | None) -> None:
 @group.command()
 @store_option
 def current(store_ref: str | None) -> None:
-    """Print the store's schema revision and the one this ecap needs."""
-    from sqlalchemy import create_engine, make_url
+    """Print the store's schema revision and the one this ecap needs (changes nothing)."""
+    from sqlalchemy.engine import make_url
 
-    from ..store import migrate
+    from ..errors import StoreError
+    from ..store import connect, migrate
 
-    url = make_url(store_url(store_ref))
-    file = url.database if url.get_backend_name() == "sqlite" else None
-    if file and file != ":memory:" and not Path(file).exists():  # connecting would create it
+    url = store_url(store_ref)
+    redacted = make_url(url).render_as_string(hide_password=True)
+    try:
+        engine = connect.open_engine(url, redacted, read_only=True)
+    except StoreError:
+        file = Path(make_url(url).database or "")
+        if make_url(url).get_backend_name() != "sqlite" or not file.parent.is_dir():
+            raise
         click.echo(f"store: none (no file {file})  ecap: {migrate.head_revision()}")
         return
-    engine = create_engine(url)
-    click.echo(f"store: {migrate.current_revision(engine)}  ecap: {migrate.head_revision()}")
+    try:
+        with engine.connect() as conn:
+            revision = migrate.store_revision(conn, redacted)
+    finally:
+        engine.dispose()
+    click.echo(f"store: {revision or 'none (empty database)'}  ecap: {migrate.head_revision()}")
+
+
+@group.command()
+@click.argument("revision")
+@store_option
+def stamp(revision: str, store_ref: str | None) -> None:
+    """Record REVISION as the store's schema version, changing no table: the repair for a lost
+    or damaged version row, when you know which revision the tables are at."""
+    from sqlalchemy.engine import make_url
+
+    from ..store import connect, migrate
+
+    url = store_url(store_ref)
+    redacted = make_url(url).render_as_string(hide_password=True)
+    engine = connect.open_engine(url, redacted, read_only=False)
+    try:
+        migrate.stamp(connect.writer(engine), redacted, revision)
+    finally:
+        engine.dispose()
+    click.echo(f"{redacted} is now recorded at schema revision {revision}")

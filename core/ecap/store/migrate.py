@@ -1,6 +1,12 @@
 """Schema versions. A new store is created at the newest revision; an older one is upgraded when
 opened for writing (``auto_upgrade``), otherwise refused with the command that upgrades it. A store
 written by a newer ecap is always refused: reading it with old code could lose data.
+
+Creating or upgrading a store is one transaction, taken under a lock, so that a process killed
+half-way leaves the store as it was, and two processes opening a new store at once do not both
+build it: SQLite's ``BEGIN IMMEDIATE`` (the store's writer engine begins every transaction so)
+admits one writer at a time; PostgreSQL takes a transaction-scoped advisory lock. Both dialects
+roll DDL back with the transaction.
 """
 
 from __future__ import annotations
@@ -11,11 +17,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, inspect, text
 
 from ..errors import StoreError
+from .schema import Base
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
+#: pg_advisory_xact_lock key that serialises schema changes ("ecapschm" as a 64-bit integer).
+SCHEMA_LOCK = int.from_bytes(b"ecapschm", "big", signed=True)
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -31,31 +42,135 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> list[str]:
+    """Every revision this ecap knows, newest first."""
+    return [s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()]
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def store_revision(conn: Connection, url: str) -> str | None:
+    """The store's schema revision; ``None`` for an empty database (a store yet to be created).
+
+    Raises :class:`StoreError`, saying what to do, for a database that is not an ecap store and
+    for one whose version row is missing, doubled or unknown.
+    """
+    tables = set(inspect(conn).get_table_names())
+    ours = sorted(tables & set(Base.metadata.tables))
+    if VERSION_TABLE in tables:
+        rows = [r for (r,) in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+    else:
+        rows = []
+    if not rows:
+        if not tables - {VERSION_TABLE}:
+            return None
+        if not ours:
+            listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(
+                f"{url} is not an ecap store: it holds other tables ({listed}). Point --store "
+                "(or $ECAP_STORE, or the spec's store:) at an ecap store or at a new database"
+            )
+        raise StoreError(
+            f"the store {url} has ecap's tables ({', '.join(ours[:4])}, ...) but no schema "
+            f"version row: it is damaged, or not an ecap store. If you know its revision, "
+            f"record it with: ecap db stamp REVISION --store '{url}' (this ecap knows "
+            f"{', '.join(known_revisions())}); otherwise restore it from a backup"
+        )
+    if len(rows) > 1:
+        raise StoreError(
+            f"the store {url} has several schema versions ({', '.join(sorted(rows))}) in "
+            f"{VERSION_TABLE}: it is damaged. Keep the right one with: "
+            f"ecap db stamp REVISION --store '{url}'"
+        )
+    (revision,) = rows
+    if revision not in known_revisions():
+        raise StoreError(
+            f"the store {url} is at schema revision {revision!r}, which this ecap does not know: "
+            "it was written by a newer ecap (upgrade ecap: pip install -U editcaption), or its "
+            f"version row is damaged (if so: ecap db stamp REVISION --store '{url}')"
+        )
+    return revision
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    config = alembic_config(engine)
+    """Migrate to ``revision`` in one transaction, under the schema lock."""
     with engine.begin() as conn:
+        lock_schema(conn)
+        _upgrade_on(conn, revision)
+
+
+def _upgrade_on(conn: Connection, revision: str) -> None:
+    config = alembic_config(conn.engine)
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)
+
+
+def stamp(engine: Engine, url: str, revision: str) -> None:
+    """Record ``revision`` as the store's schema version without touching its tables: the repair
+    for a version row that was lost or damaged."""
+    if revision not in known_revisions():
+        raise StoreError(
+            f"unknown schema revision {revision!r}; this ecap knows {', '.join(known_revisions())}"
+        )
+    with engine.begin() as conn:
+        lock_schema(conn)
+        if VERSION_TABLE in inspect(conn).get_table_names():
+            conn.execute(text(f"DELETE FROM {VERSION_TABLE}"))
+        config = alembic_config(engine)
         config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        command.stamp(config, revision)
+
+
+def lock_schema(conn: Connection) -> None:
+    """Hold the schema lock until ``conn``'s transaction ends. On SQLite the transaction itself
+    (begun IMMEDIATE) is the lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
 
 
 def ensure_schema(engine: Engine, url: str, auto_upgrade: bool) -> None:
-    current, head = current_revision(engine), head_revision()
+    """Create a new store, or upgrade an older one if ``auto_upgrade``; refuse anything else."""
+    head = head_revision()
+    with engine.connect() as conn:
+        current = _checked(conn, url)
     if current == head:
         return
-    known = {s.revision for s in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
-    if current is not None and current not in known:
+    _refuse_unless_upgradable(current, url, auto_upgrade)
+    with engine.begin() as conn:
+        lock_schema(conn)
+        current = _checked(conn, url)  # another process may have created or upgraded it meanwhile
+        if current == head:
+            return
+        _refuse_unless_upgradable(current, url, auto_upgrade)
+        _upgrade_on(conn, "head")
+
+
+def check_readable(engine: Engine, url: str) -> None:
+    """A store that reading commands can use as it is: an ecap store at this ecap's revision."""
+    with engine.connect() as conn:
+        current = _checked(conn, url)
+    if current is None:
         raise StoreError(
-            f"the store {url} was written by a newer ecap (schema revision {current}); "
-            "upgrade ecap (pip install -U editcaption) to read it"
+            f"{url} is not an ecap store (the database is empty); run a pipeline to create one, "
+            "or point --store (or $ECAP_STORE) at one"
         )
-    if not auto_upgrade and current is not None:
-        raise StoreError(
-            f"the store {url} is at schema revision {current}, this ecap needs {head}.\n"
-            f"Back it up, then run: ecap db upgrade --store '{url}'"
-        )
-    upgrade(engine)
+    _refuse_unless_upgradable(current, url, auto_upgrade=False)
+
+
+def _checked(conn: Connection, url: str) -> str | None:
+    try:
+        return store_revision(conn, url)
+    except CommandError as exc:  # alembic's own complaints about the version table
+        raise StoreError(f"the store {url} has a damaged schema version: {exc}") from exc
+
+
+def _refuse_unless_upgradable(current: str | None, url: str, auto_upgrade: bool) -> None:
+    if current is None or current == head_revision() or auto_upgrade:
+        return
+    raise StoreError(
+        f"the store {url} is at schema revision {current}, this ecap needs {head_revision()}.\n"
+        f"Back it up, then run: ecap db upgrade --store '{url}'"
+    )

@@ -141,6 +141,7 @@ class ModelRow(_RecordRow, Base):
     uri: Mapped[str] = mapped_column(Text)
     revision: Mapped[str | None] = mapped_column(String(200))
     base_model_id: Mapped[str | None] = mapped_column(ID)
+    dataset_id: Mapped[str | None] = mapped_column(ID)
 
 
 class Edge(Base):
@@ -227,6 +228,36 @@ class ApiCall(Base):
     error: Mapped[str | None] = mapped_column(Text)
     step_run_id: Mapped[str | None] = mapped_column(ID, index=True)
     created_at: Mapped[datetime]
+
+
+class Metric(Base):
+    """Numbers a long step reports as it goes: a training's loss, learning rate, DPO margins and
+    tokens/s per logging step. ``values`` maps each metric's name to its value at ``step``."""
+
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_run_id: Mapped[str] = mapped_column(ID, index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    values: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class Claim(Base):
+    """A sample one process is computing: writers sharing a store split a step's work by claiming
+    samples, and skip those another holds. The claim lapses at ``expires_at`` unless its holder
+    renews it, so a killed holder's samples go to the next writer; finishing a sample (or
+    releasing it) deletes the claim. ``holder_id`` is one claimant (a process's work on one step);
+    the run, pid, host and ``since`` say who it is when another writer waits."""
+
+    __tablename__ = "claims"
+    cache_key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    step_key: Mapped[str] = mapped_column(String(80), index=True)
+    holder_id: Mapped[str] = mapped_column(ID, index=True)
+    run_id: Mapped[str | None] = mapped_column(ID)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    since: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 #: record_type -> table, for generic record I/O and lineage walks.

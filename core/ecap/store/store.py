@@ -9,33 +9,39 @@ that importing hundreds of thousands of pairs stays close to raw insert speed.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import socket
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
     Select,
+    and_,
     bindparam,
-    create_engine,
-    event,
+    delete,
+    func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from ..records import RECORD_TYPES, Item, Record, SampleError, new_id, utcnow
-from . import migrate
+from . import connect, migrate
 from .schema import (
     RECORD_TABLES,
+    Claim,
     Edge,
     ExternalTask,
+    Metric,
     Run,
     SampleFailure,
     SampleResult,
@@ -59,13 +65,40 @@ def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]
 
 
 @dataclass
-class Finished:
+class CompletedSample:
     """A sample a step finished: its cache key, its input, and what it produced as
     ``{slot: record id}`` refs (one per output item)."""
 
     cache_key: str
     input_key: str
     outputs: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who claims samples: one process's work on one step, with what a person waiting needs to
+    know (which run, which process on which host, since when)."""
+
+    id: str
+    run_id: str | None
+    pid: int
+    host: str
+    since: datetime
+
+    @classmethod
+    def this_process(cls, run_id: str | None) -> Holder:
+        return cls(new_id(), run_id, os.getpid(), socket.gethostname(), utcnow())
+
+    def describe(self) -> str:
+        run = f"run {self.run_id}" if self.run_id else "a run"
+        return (
+            f"{run} by pid {self.pid} on host {self.host} since {self.since:%Y-%m-%d %H:%M:%S} UTC"
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back timestamps without their (UTC) offset."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def record_row(record: Record, step_run_id: str | None, now: datetime) -> dict[str, Any]:
@@ -76,17 +109,26 @@ def record_row(record: Record, step_run_id: str | None, now: datetime) -> dict[s
 
 
 class Store:
-    """A connection to one store. Cheap to construct; migrations run on open."""
+    """A connection to one store. Cheap to construct; migrations run on open.
 
-    def __init__(self, url: str, *, auto_upgrade: bool = True) -> None:
+    ``read_only=True`` is for commands that only read: the store must already exist at this
+    ecap's schema revision (nothing is created, migrated or written, even by mistake: the
+    connection itself is read-only), and a database that is not an ecap store is refused.
+    """
+
+    def __init__(self, url: str, *, auto_upgrade: bool = True, read_only: bool = False) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-            database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-        migrate.ensure_schema(self.engine, self.redacted_url, auto_upgrade)
+        self.read_only = read_only
+        self.engine: Engine = connect.open_engine(url, self.redacted_url, read_only=read_only)
+        self._writes = connect.writer(self.engine)
+        try:
+            if read_only:
+                migrate.check_readable(self.engine, self.redacted_url)
+            else:
+                migrate.ensure_schema(self._writes, self.redacted_url, auto_upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @property
     def redacted_url(self) -> str:
@@ -108,7 +150,7 @@ class Store:
         plugins: dict[str, str],
     ) -> str:
         run_id = new_id()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(
                 insert(Run).values(
                     id=run_id,
@@ -127,7 +169,7 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(
                 update(Run)
                 .where(Run.id == run_id)
@@ -147,7 +189,7 @@ class Store:
         step_key: str,
     ) -> str:
         step_run_id = new_id()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(
                 insert(StepRun).values(
                     id=step_run_id,
@@ -171,7 +213,7 @@ class Store:
     def finish_step(
         self, step_run_id: str, status: str, counts: dict[str, int], error: str | None = None
     ) -> None:
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(
                 update(StepRun)
                 .where(StepRun.id == step_run_id)
@@ -258,7 +300,7 @@ class Store:
         step_run_id: str,
         step_key: str,
         step_id: str,
-        finished: Sequence[Finished],
+        finished: Sequence[CompletedSample],
         failed: Sequence[tuple[str, SampleError]],
         new_records: Iterable[Record],
         extra_edges: Iterable[dict[str, Any]] = (),
@@ -266,28 +308,26 @@ class Store:
         """Commit finished samples, the records they produced, their edges and any failures.
 
         A record already in the store (a pair imported again, an instruction another step or
-        batch wrote first) keeps its first row and its edges; only new records add edges, so
-        lineage never holds the same edge twice.
+        batch wrote first) keeps its first row and its edges; only records this call inserted add
+        edges, so lineage never holds the same edge twice. A sample another writer finished first
+        (two runs sharing a step) keeps the first result: saving it again is not an error. The
+        claims on finished samples end here, in the same transaction.
         """
         now = utcnow()
         by_type: dict[str, dict[str, Record]] = defaultdict(dict)
         for record in new_records:
             by_type[record.record_type].setdefault(record.id, record)
         edges = list(extra_edges)
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             for record_type, records in by_type.items():
                 table = RECORD_TABLES[record_type]
-                known: set[str] = set()
-                for chunk in _chunks(list(records)):
-                    known.update(
-                        conn.execute(select(table.id).where(table.id.in_(chunk))).scalars()
-                    )
-                fresh = [r for record_id, r in records.items() if record_id not in known]
-                if not fresh:
-                    continue
-                conn.execute(
-                    self._insert_ignoring_duplicates(table.__table__),  # type: ignore[attr-defined]
-                    [record_row(r, step_run_id, now) for r in fresh],
+                inserted = set(
+                    conn.execute(
+                        self._insert_ignoring_duplicates(table.__table__, "id").returning(  # type: ignore[attr-defined]
+                            table.id
+                        ),
+                        [record_row(r, step_run_id, now) for r in records.values()],
+                    ).scalars()
                 )
                 edges.extend(
                     {
@@ -298,14 +338,15 @@ class Store:
                         "dst_id": e.target_id,
                         "step_run_id": step_run_id,
                     }
-                    for r in fresh
+                    for record_id, r in records.items()
+                    if record_id in inserted
                     for e in r.lineage()
                 )
             if edges:
                 conn.execute(insert(Edge), edges)
             if finished:
                 conn.execute(
-                    insert(SampleResult),
+                    self._insert_ignoring_duplicates(SampleResult.__table__, "cache_key"),
                     [
                         {
                             "cache_key": f.cache_key,
@@ -318,6 +359,8 @@ class Store:
                         for f in finished
                     ],
                 )
+                for chunk in _chunks([f.cache_key for f in finished]):
+                    conn.execute(delete(Claim).where(Claim.cache_key.in_(chunk)))
             if failed:
                 conn.execute(
                     insert(SampleFailure),
@@ -334,13 +377,143 @@ class Store:
                     ],
                 )
 
-    def _insert_ignoring_duplicates(self, table: Any) -> Any:
-        """Pairs are content-addressed: importing one twice must keep the first row."""
+    def _insert_ignoring_duplicates(self, table: Any, key: str) -> Any:
+        """``INSERT`` that keeps the row already stored under the same ``key``: pairs are
+        content-addressed, and two writers may finish the same sample."""
         if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
         if self.engine.dialect.name == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
         return insert(table)
+
+    # -- claims: writers sharing a store split a step's samples ------------------------------
+
+    def claim(
+        self, step_key: str, cache_keys: Sequence[str], holder: Holder, lease_seconds: float
+    ) -> list[str]:
+        """Claim the samples among ``cache_keys`` that nobody else is computing, for
+        ``lease_seconds``; returns the keys granted, in the order given.
+
+        A sample is granted when it is not finished and its claim is missing, already ``holder``'s,
+        or expired (its holder died or stopped renewing). Claims are taken in one transaction
+        under a lock (SQLite's write lock; a PostgreSQL advisory lock per step), so two writers
+        are never granted the same sample.
+        """
+        keys = list(dict.fromkeys(cache_keys))
+        granted: list[str] = []
+        with self._writes.begin() as conn:
+            self._lock_claims(conn, step_key)
+            now = self._now(conn)
+            for chunk in _chunks(keys):
+                # Claims first, results second: a holder's save_batch adds the result and drops
+                # the claim in one commit, so whenever that commit lands between the two reads
+                # (PostgreSQL reads each statement at its own moment), one of them sees it.
+                taken = {
+                    key
+                    for key, holder_id, expires in conn.execute(
+                        select(Claim.cache_key, Claim.holder_id, Claim.expires_at).where(
+                            Claim.cache_key.in_(chunk)
+                        )
+                    )
+                    if holder_id != holder.id and _aware(expires) > now
+                }
+                done = set(
+                    conn.execute(
+                        select(SampleResult.cache_key).where(SampleResult.cache_key.in_(chunk))
+                    ).scalars()
+                )
+                free = [k for k in chunk if k not in done and k not in taken]
+                if not free:
+                    continue
+                conn.execute(delete(Claim).where(Claim.cache_key.in_(free)))
+                conn.execute(
+                    insert(Claim),
+                    [
+                        {
+                            "cache_key": key,
+                            "step_key": step_key,
+                            "holder_id": holder.id,
+                            "run_id": holder.run_id,
+                            "pid": holder.pid,
+                            "host": holder.host,
+                            "since": holder.since,
+                            "expires_at": now + timedelta(seconds=lease_seconds),
+                        }
+                        for key in free
+                    ],
+                )
+                granted.extend(free)
+        return granted
+
+    def renew(self, cache_keys: Sequence[str], holder: Holder, lease_seconds: float) -> list[str]:
+        """Extend ``holder``'s claims on ``cache_keys``; returns the keys it still holds (a claim
+        that lapsed and was taken by another writer is not renewed)."""
+        renewed: list[str] = []
+        with self._writes.begin() as conn:
+            expires = self._now(conn) + timedelta(seconds=lease_seconds)
+            for chunk in _chunks(list(cache_keys)):
+                mine = and_(Claim.cache_key.in_(chunk), Claim.holder_id == holder.id)
+                conn.execute(update(Claim).where(mine).values(expires_at=expires))
+                renewed.extend(conn.execute(select(Claim.cache_key).where(mine)).scalars())
+        return renewed
+
+    def release(self, cache_keys: Sequence[str], holder: Holder) -> None:
+        """Give up ``holder``'s claims on ``cache_keys`` (samples it failed or will not compute),
+        so that another writer may take them at once."""
+        with self._writes.begin() as conn:
+            for chunk in _chunks(list(cache_keys)):
+                conn.execute(
+                    delete(Claim).where(Claim.cache_key.in_(chunk), Claim.holder_id == holder.id)
+                )
+
+    def claim_holders(self, cache_keys: Sequence[str]) -> dict[str, Holder]:
+        """Who holds a live (unexpired) claim on each of ``cache_keys``."""
+        out: dict[str, Holder] = {}
+        with self.engine.connect() as conn:
+            now = self._now(conn)
+            for chunk in _chunks(list(cache_keys)):
+                rows = conn.execute(select(Claim).where(Claim.cache_key.in_(chunk))).mappings()
+                for row in rows:
+                    if _aware(row["expires_at"]) > now:
+                        out[row["cache_key"]] = Holder(
+                            id=row["holder_id"],
+                            run_id=row["run_id"],
+                            pid=row["pid"],
+                            host=row["host"],
+                            since=_aware(row["since"]),
+                        )
+        return out
+
+    def _lock_claims(self, conn: Connection, step_key: str) -> None:
+        """Serialise claimers of one step. SQLite's ``BEGIN IMMEDIATE`` already has."""
+        if conn.dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(step_key.encode()).digest()[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def _now(self, conn: Connection) -> datetime:
+        """The database server's clock on PostgreSQL (writers on many hosts agree on it), this
+        machine's on SQLite (every writer is on this machine)."""
+        if conn.dialect.name == "postgresql":
+            return _aware(conn.execute(select(func.now())).scalar_one())
+        return utcnow()
+
+    # -- metrics of long steps (training curves) -------------------------------------------
+
+    def save_metrics(self, step_run_id: str, step: int, values: dict[str, float]) -> None:
+        """Store what a long step reported at ``step`` (a training's logging step)."""
+        with self._writes.begin() as conn:
+            row = {"step_run_id": step_run_id, "step": step, "values": values}
+            conn.execute(insert(Metric), [{**row, "created_at": utcnow()}])
+
+    def metrics(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every metric row of these step runs, in the order reported."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Metric.step_run_id, Metric.step, Metric.values)
+                .where(Metric.step_run_id.in_(list(step_run_ids)))
+                .order_by(Metric.id)
+            )
+            return [{"step_run_id": r, "step": st, "values": v} for r, st, v in rows]
 
     # -- external tasks (humans, batch jobs) ------------------------------------------------
 
@@ -361,9 +534,9 @@ class Store:
     ) -> None:
         """Persist (cache key, input key, external id) before anything waits on them."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._writes.begin() as conn:
             conn.execute(
-                insert(ExternalTask),
+                self._insert_ignoring_duplicates(ExternalTask.__table__, "cache_key"),
                 [
                     {
                         "cache_key": c,
@@ -451,12 +624,3 @@ class Store:
             query = query.where(Edge.dst_id == dst[1], Edge.dst_type == dst[0])
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query.order_by(Edge.id)).mappings()]
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()

@@ -1,0 +1,349 @@
+"""The store survives kills, concurrent openers and hostile databases (SQLite and PostgreSQL).
+
+- Creating or migrating a store is one transaction, under a lock: a process killed at any moment
+  leaves either no schema or the whole schema, and two processes never migrate at once.
+- Reading commands never write: an unrelated or damaged database is refused with a message that
+  says what to do, and a store in a missing or read-only folder gives one ``Error:`` line.
+- Writers cooperate: saving a sample another writer finished first is not an error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect, text
+
+from ecap.cli import cli
+from ecap.errors import StoreError
+from ecap.records import ImageRef, Item, Pair
+from ecap.store import Store, migrate
+from ecap.store.schema import Base
+from ecap.store.store import CompletedSample
+
+CREATE_STORE = """
+import sys
+from ecap.store import Store
+print("ready", flush=True)
+Store(sys.argv[1])
+print("created", flush=True)
+"""
+
+
+def a_pair(n: int) -> Pair:
+    return Pair.of(
+        ImageRef(uri=f"/img/{n}-a.png", sha256=f"{n:064x}"),
+        ImageRef(uri=f"/img/{n}-b.png", sha256=f"{n + 1:064x}"),
+    )
+
+
+def start_step(store: Store, step_key: str = "ecap1:step") -> str:
+    run = store.start_run(
+        name="t",
+        spec_path="spec.yaml",
+        spec_text="steps: {}",
+        spec_hash="0" * 64,
+        ecap_version="test",
+        plugins={},
+    )
+    return store.start_step(
+        run_id=run,
+        step_id="pairs",
+        kind="source",
+        plugin="csv",
+        plugin_version="1",
+        package="editcaption",
+        config={},
+        step_key=step_key,
+    )
+
+
+def assert_complete_store(url: str) -> None:
+    """The store opens, has exactly this ecap's schema at the newest revision, and takes writes."""
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        pair = a_pair(1)
+        store.save_batch(
+            start_step(store),
+            "ecap1:step",
+            "pairs",
+            [CompletedSample("k", "r", [{"pair": pair.id}])],
+            [],
+            [pair],
+        )
+        assert store.finished(["k"]) == {"k": [{"pair": pair.id}]}
+    finally:
+        store.close()
+
+
+def fresh_url(store_url: str, tmp_path: Path, n: int) -> str:
+    """Another fresh store next to ``store_url`` (a new file, or a new PostgreSQL database)."""
+    if store_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / f'store-{n}.db'}"
+    from sqlalchemy.engine import make_url
+
+    base = make_url(store_url)
+    name = f"{base.database}_{n}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_fresh(url: str) -> None:
+    if url.startswith("sqlite"):
+        return
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{parsed.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# -- creation and migration -------------------------------------------------------------------
+
+
+def test_a_process_killed_while_creating_a_store_never_breaks_later_runs(store_url, tmp_path):
+    """SIGKILL the creator at 0 to 100 ms into creating the store: the next opener completes."""
+    delays = [i / 1000 for i in range(0, 101, 7)]
+    created_before_kill = 0
+    for n, delay in enumerate(delays):
+        url = fresh_url(store_url, tmp_path, n)
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CREATE_STORE, url],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+            child.send_signal(signal.SIGKILL)
+            output = child.communicate()[0]
+            created_before_kill += "created" in output
+            assert_complete_store(url)
+        finally:
+            drop_fresh(url)
+    assert created_before_kill < len(delays), "every kill came too late to test anything"
+
+
+def test_processes_creating_one_store_at_once_all_succeed(store_url):
+    script = CREATE_STORE.replace('print("ready", flush=True)\n', "")
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, store_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0] * 4, [err for _, err in results]
+    assert_complete_store(store_url)
+
+
+# -- reading commands never write ------------------------------------------------------------
+
+READING_COMMANDS = [
+    ["runs", "list"],
+    ["runs", "show"],
+    ["provenance", "query"],
+    ["provenance", "show", "abc"],
+    ["export", "--step", "pairs", "-o", "out.jsonl"],
+    ["db", "current"],
+]
+
+
+def tables_of(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def invoke(args: list[str], store: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [*args, "--store", store])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
+def test_reading_commands_refuse_an_unrelated_database_and_change_nothing(
+    command, store_url, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total FLOAT)"))
+    engine.dispose()
+
+    code, output = invoke(command, store_url)
+
+    assert code != 0 or command == ["db", "current"]
+    assert "not an ecap store" in output
+    assert "Traceback" not in output
+    assert tables_of(store_url) == {"invoices"}
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
+def test_reading_commands_never_create_a_store_in_an_empty_database(
+    command, store_url, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    if store_url.startswith("sqlite"):
+        sqlite3.connect(store_url.removeprefix("sqlite:///")).close()  # an empty file
+    invoke(command, store_url)
+    assert tables_of(store_url) == set()
+
+
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("DELETE FROM alembic_version", "no schema version"),
+        ("DROP TABLE alembic_version", "no schema version"),
+        ("UPDATE alembic_version SET version_num = 'garbage!'", "garbage!"),
+        ("INSERT INTO alembic_version VALUES ('0001')", "several schema versions"),
+    ],
+)
+def test_a_missing_or_damaged_version_row_is_explained_with_the_fix(store_url, damage, says):
+    Store(store_url).close()
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text(damage))
+    engine.dispose()
+
+    for read_only in (True, False):
+        with pytest.raises(StoreError) as raised:
+            Store(store_url, read_only=read_only)
+        message = str(raised.value)
+        assert says in message
+        assert "ecap db" in message
+    code, output = invoke(["runs", "list"], store_url)
+    assert code == 1 and says in output and "Traceback" not in output
+
+
+def test_ecap_db_stamp_repairs_a_lost_version_row(store_url):
+    Store(store_url).close()
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+    engine.dispose()
+
+    code, output = invoke(["db", "stamp", migrate.head_revision()], store_url)
+
+    assert code == 0, output
+    assert_complete_store(store_url)
+
+
+def test_a_store_opened_for_reading_cannot_write(store_url):
+    Store(store_url).close()
+    reader = Store(store_url, read_only=True)
+    with pytest.raises(StoreError):
+        start_step(reader)
+    assert reader.runs() == []
+
+
+def test_a_reader_does_not_upgrade_an_older_store(store_url):
+    engine = create_engine(store_url)
+    migrate.upgrade(engine, "0001")
+    engine.dispose()
+    with pytest.raises(StoreError, match="ecap db upgrade"):
+        Store(store_url, read_only=True)
+    engine = create_engine(store_url)
+    assert migrate.current_revision(engine) == "0001"
+    engine.dispose()
+
+
+# -- stores in missing or read-only folders ----------------------------------------------------
+
+ALL_COMMANDS = [*READING_COMMANDS, ["db", "upgrade"]]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)
+def test_a_store_in_a_missing_folder_is_one_error_line(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    store = f"sqlite:///{blocker / 'sub' / 'ecap.db'}"
+
+    code, output = invoke(command, store)
+
+    assert code == 1, output
+    assert output.startswith("Error: ") and output.count("\n") == 1, output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=" ".join)
+def test_a_store_in_a_read_only_folder_is_one_error_line(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'ecap.db'}"
+    Store(url).close()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        code, output = invoke(command, url)
+    finally:
+        folder.chmod(stat.S_IRWXU)
+    if code == 0:  # a reader may read a store it cannot write
+        assert command != ["db", "upgrade"] or "schema revision" in output
+        return
+    assert output.startswith("Error: ") and output.count("\n") == 1, output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_writer_in_a_read_only_folder_is_refused_when_opened(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'ecap.db'}"
+    Store(url).close()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        with pytest.raises(StoreError, match="cannot write"):
+            Store(url)
+    finally:
+        folder.chmod(stat.S_IRWXU)
+
+
+def test_a_new_store_where_no_folder_can_be_made_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot"):
+        Store(f"sqlite:///{blocker / 'ecap.db'}")
+
+
+# -- writers that overlap ----------------------------------------------------------------------
+
+
+def test_a_sample_another_writer_finished_first_is_not_an_error(store_url):
+    first, second = Store(store_url), Store(store_url)
+    pair = a_pair(7)
+    done = [CompletedSample("k7", "row7", [{"pair": pair.id}])]
+    first.save_batch(start_step(first), "ecap1:step", "pairs", done, [], [pair])
+    late = start_step(second)
+
+    second.save_batch(late, "ecap1:step", "pairs", done, [], [pair])
+
+    assert second.finished(["k7"]) == {"k7": [{"pair": pair.id}]}
+    assert second.edges(src=("pair", pair.id)) == []
+    assert second.failures([late]) == []
