@@ -292,6 +292,17 @@ def test_items_without_an_instruction_or_a_shapes_reference_fail_alone(tmp_path:
     assert isinstance(results[2], Verdict)
 
 
+def test_removing_two_objects_in_one_clause_covers_both_changes(tmp_path: Path) -> None:
+    [item] = items(tmp_path, count=1, operations=["remove"], min_changes=2, max_changes=2)
+    assert item.reference is not None
+    first, second = (c["object"] for c in item.reference.meta[CHANGES])
+    text = (
+        f"Remove the {first['colour']} {first['shape']} "
+        f"and the {second['colour']} {second['shape']}."
+    )
+    assert judge(item, text).axes == FULL_MARKS
+
+
 def test_the_grammar_splits_clauses_at_verbs_but_not_inside_a_swap() -> None:
     assert [a.operation for a in parse("Swap the red circle and the blue square.")] == ["swap"]
     ops = parse("Move the red circle left and make the blue square larger, then remove the star")

@@ -9,7 +9,8 @@ The grammar, in order:
 2. **Object mentions** in a clause: ``[texture] [colour] [texture] shape`` ("the striped red
    circle", "red circles"), a colour with ``one``/``object``/``shape`` ("the red one"), a pronoun
    (``it``/``them``, resolved to the previous clause's object), or the whole scene ("everything",
-   "all objects", "the whole image").
+   "all objects", "the whole image"). An addition or removal of several objects listed with
+   "and" or commas is one assertion per object.
 3. **Operation**, the first rule that matches, most specific first: zoom, pan, background,
    brightness, tone, swap/replace, count, rotate, resize, move, texture, recolor, add, remove.
    Each rule has its verbs and synonyms below ("enlarge", "make ... bigger", "scale up" all
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 OBJECT_COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "pink", "brown", "black")
 BACKGROUND_COLOURS = ("white", "beige", "light grey", "light blue", "pale green")
@@ -167,11 +169,23 @@ def parse(instruction: str) -> list[Assertion]:
         mentions = _mentions(clause, previous)
         assertion = _assertion(clause, mentions)
         if assertion is not None:
-            assertions.append(assertion)
+            assertions.extend(_each_object(assertion))
         named = [m for m in mentions if m.named]
         if named:
             previous = named[0]
     return assertions
+
+
+def _each_object(assertion: Assertion) -> list[Assertion]:
+    """ "Remove the red circle and the blue star": one removal per object listed with "and" or
+    a comma (an addition likewise)."""
+    named = [m for m in assertion.objects if m.named]
+    if assertion.operation not in ("add", "remove") or len(named) < 2:
+        return [assertion]
+    gaps = [assertion.clause[a.span[1] : b.span[0]] for a, b in pairwise(named)]
+    if not all(re.fullmatch(r"\s*(?:,|and|, and)\s*(?:(?:the|a|an|one)\s+)?", g) for g in gaps):
+        return [assertion]
+    return [replace(assertion, objects=(m,)) for m in named]
 
 
 def _mentions(clause: str, previous: Mention | None) -> list[Mention]:
