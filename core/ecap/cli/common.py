@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
-from ..cli_api import json_option as json_option  # shared with plugin commands
-from ..cli_api import store_option as store_option
 from .tables import print_table
 
 if TYPE_CHECKING:
@@ -20,6 +18,21 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
+
+
+def store_option(func: F) -> F:
+    return click.option(
+        "--store",
+        "store_ref",
+        envvar="ECAP_STORE",
+        default=None,
+        help="SQLAlchemy URL, a .db file, or a spec whose store to use "
+        "(default: $ECAP_STORE, else ./ecap.db).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
 def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
