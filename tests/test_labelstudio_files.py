@@ -160,7 +160,7 @@ def test_a_prefer_export_becomes_preferences(write_spec, tmp_path):
 
 
 def test_an_evaluate_export_gives_the_reports_p0_p1_p2_rates(write_spec, tmp_path):
-    from ecap_judges.report import build_report
+    from ecap.report import ReportOptions, build_report
 
     run_source(write_spec, tmp_path, "evaluate", "evaluate.json")
     verdicts = records(tmp_path, "verdict")
@@ -176,10 +176,10 @@ def test_an_evaluate_export_gives_the_reports_p0_p1_p2_rates(write_spec, tmp_pat
     assert p0.reasons == {"comment": "left and right swapped"}
     assert p0.meta["grade"] == "P0"
 
-    report = build_report(Store(f"sqlite:///{tmp_path / 'ecap.db'}"), resamples=0)
-    (cell,) = report.human_grades
+    report = build_report(Store(f"sqlite:///{tmp_path / 'ecap.db'}"), ReportOptions(resamples=0))
+    (cell,) = report.table("human_grades").rows
     assert cell.n == 4
-    assert {rate: s.mean for rate, s in cell.stats.items()} == {
+    assert {rate: s.mean for rate, s in cell.values.items()} == {
         "correct": 25.0,
         "P0": 25.0,
         "P1": 50.0,

@@ -377,7 +377,7 @@ def _preferences(store: Store) -> list[Preference]:
 
 
 def test_evaluate_imports_human_grades_that_the_report_counts(workspace):
-    from ecap_judges.report import build_report
+    from ecap.report import ReportOptions, build_report
 
     make_pairs(workspace.folder, count=5)
     spec = workspace.spec(
@@ -447,10 +447,10 @@ def test_evaluate_imports_human_grades_that_the_report_counts(workspace):
     assert p0.reasons == {"comment": "left and right are swapped"}
     assert p0.instruction_id is not None
 
-    report = build_report(store, resamples=0)
-    (cell,) = report.human_grades
+    report = build_report(store, ReportOptions(resamples=0))
+    (cell,) = report.table("human_grades").rows
     assert cell.n == 5
-    rates = {rate: stat.mean for rate, stat in cell.stats.items()}
+    rates = {rate: stat.mean for rate, stat in cell.values.items()}
     assert rates == {"correct": 20.0, "P0": 20.0, "P1": 40.0, "P2": 20.0}
 
 
@@ -542,7 +542,7 @@ def test_the_api_key_never_reaches_the_store(workspace):
 
 
 def test_the_human_loop_example_closes_with_the_simulated_annotator(label_studio, monkeypatch):
-    from ecap_judges.report import build_report
+    from ecap.report import ReportOptions, build_report
 
     folder = label_studio.document_root / f"example-{secrets.token_hex(4)}"
     shutil.copytree(
@@ -585,8 +585,8 @@ def test_the_human_loop_example_closes_with_the_simulated_annotator(label_studio
         assert {r["instruction_author"] for r in refined} == {"simulated-annotator@example.com"}
         store = Store(f"sqlite:///{folder / 'human-loop/ecap.db'}")
         assert len(_preferences(store)) == 2
-        (cell,) = build_report(store, resamples=0).human_grades
-        rates = {rate: round(stat.mean or 0, 1) for rate, stat in cell.stats.items()}
+        (cell,) = build_report(store, ReportOptions(resamples=0)).table("human_grades").rows
+        rates = {rate: round(stat.mean or 0, 1) for rate, stat in cell.values.items()}
         assert rates == {"correct": 50.0, "P0": 16.7, "P1": 16.7, "P2": 16.7}
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -8,7 +8,6 @@ import json
 import math
 import random
 import sys
-from collections import Counter
 
 import pytest
 from click.testing import CliRunner
@@ -16,18 +15,21 @@ from click.testing import CliRunner
 from ecap import defects
 from ecap.errors import EcapError
 from ecap.records import ImageRef, Instruction, Pair, Record, Verdict
+from ecap.report import ReportOptions
+from ecap.report import build_report as build
+from ecap.report.command import report_command
+from ecap.report.render import render_csv, render_html, render_markdown
+from ecap.report.stats import bootstrap_mean, generator, spearman
 from ecap.store import Store
-from ecap_judges.report import (
-    average_ranks,
-    binomial,
-    bootstrap_mean,
-    build_report,
-    render_csv,
-    render_html,
-    render_markdown,
-    report_command,
-    spearman,
-)
+
+
+def build_report(store, **options):
+    """The report over ``store`` with ``options`` as ``ecap report`` takes them."""
+    for many in ("runs", "steps", "human_runs", "human_steps"):
+        if many in options:
+            options[many] = tuple(options[many])
+    return build(store, ReportOptions(**options))
+
 
 # -- the defect checklist ------------------------------------------------------------------------
 
@@ -96,7 +98,6 @@ def test_grade_is_the_most_severe_defect_and_p0_hides_the_rest():
 
 def test_spearman_matches_a_hand_computed_example_with_ties():
     # ranks x = [1, 2.5, 2.5, 4], y = [1, 3, 2, 4]; sxy = 4.5, sxx = 4.5, syy = 5
-    assert average_ranks([1, 2, 2, 3]) == [1, 2.5, 2.5, 4]
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5))
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3], [5, 5, 5]) is None
@@ -105,14 +106,15 @@ def test_spearman_matches_a_hand_computed_example_with_ties():
 
 def test_bootstrap_interval_contains_the_mean_and_is_reproducible():
     values = [1.0, 2.0, 2.0, 3.0, 5.0, 4.5, 4.0, 3.5]
-    stat = bootstrap_mean(values, resamples=1000, rng=random.Random(7))
+    stat = bootstrap_mean(values, resamples=1000, rng=generator(7))
     assert stat.mean == pytest.approx(25 / 8) and stat.n == 8
     assert stat.low is not None and stat.high is not None
     assert stat.low < stat.mean < stat.high
-    assert stat == bootstrap_mean(values, resamples=1000, rng=random.Random(7))
-    assert bootstrap_mean([], resamples=10, rng=random.Random(0)).mean is None
-    assert bootstrap_mean([3.0, 3.0], resamples=10, rng=random.Random(0)).low == 3.0
-    assert bootstrap_mean(values, resamples=0, rng=random.Random(0)).low is None
+    assert stat == bootstrap_mean(values, resamples=1000, rng=generator(7))
+    assert stat != bootstrap_mean(values, resamples=1000, rng=generator(7, "another cell"))
+    assert bootstrap_mean([], resamples=10, rng=generator(0)).mean is None
+    assert bootstrap_mean([3.0, 3.0], resamples=10, rng=generator(0)).low == 3.0
+    assert bootstrap_mean(values, resamples=0, rng=generator(0)).low is None
 
 
 def test_both_resampling_paths_give_the_textbook_interval():
@@ -123,32 +125,11 @@ def test_both_resampling_paths_give_the_textbook_interval():
         n = len(values)
         mean = sum(values) / n
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
-        stat = bootstrap_mean(values, resamples=400, rng=random.Random(3))
+        stat = bootstrap_mean(values, resamples=400, rng=generator(3))
         assert stat.low is not None and stat.high is not None
         half = 1.96 * sd / math.sqrt(n)
         assert stat.low == pytest.approx(mean - half, abs=0.25 * half)
         assert stat.high == pytest.approx(mean + half, abs=0.25 * half)
-
-
-def test_binomial_draws_follow_the_binomial_distribution():
-    rng = random.Random(11)
-    for n, p in [(60, 0.3), (25, 0.2), (40, 0.85)]:  # rejection, waiting times, flipped
-        draws = 20000
-        counts = Counter(binomial(rng, n, p) for _ in range(draws))
-        exact = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-        distance = sum(abs(counts.get(k, 0) / draws - exact[k]) for k in range(n + 1)) / 2
-        assert distance < 0.03
-
-
-def test_binomial_draws_have_the_right_mean_and_variance():
-    rng = random.Random(5)
-    for n, p in [(12, 0.3), (5000, 0.2), (100000, 0.5), (40, 0.95)]:
-        draws = [binomial(rng, n, p) for _ in range(4000)]
-        mean = sum(draws) / len(draws)
-        var = sum((d - mean) ** 2 for d in draws) / len(draws)
-        assert all(0 <= d <= n for d in draws)
-        assert mean == pytest.approx(n * p, abs=4 * math.sqrt(n * p * (1 - p) / 4000))
-        assert var == pytest.approx(n * p * (1 - p), rel=0.12)
 
 
 # -- a store with known verdicts -----------------------------------------------------------------
@@ -281,93 +262,106 @@ def world(store_url: str) -> dict[str, object]:
 
 
 def by_key(cells, **keys):
-    (found,) = [c for c in cells if all(getattr(c, k) == v for k, v in keys.items())]
+    (found,) = [c for c in cells if all(c.keys[k] == v for k, v in keys.items())]
     return found
 
 
 def test_scores_table_has_exact_means_n_and_intervals(world):
     report = build_report(world["store"], runs=[world["runs"]["r1"]])
-    assert report.judge == "gemini:gemini-2.5-pro"
-    assert report.models == ["cap_b", "model-a"]  # no author: the caption step's id
-    assert report.benchmarks == ["eval400", "HQ-Edit"]  # no meta: the import step's id
+    assert report.meta["judge"] == "gemini:gemini-2.5-pro"
+    assert report.meta["models"] == ["cap_b", "model-a"]  # no author: the caption step's id
+    assert report.meta["benchmarks"] == ["eval400", "HQ-Edit"]  # no meta: the import step's id
 
-    a = report.cell("model-a", "eval400")
+    a = report.table("scores").row(model="model-a", benchmark="eval400")
     assert a is not None and a.n == 4  # V01 superseded by V02
-    assert a.stats["S"].mean == pytest.approx(3.5)
-    assert a.stats["accuracy"].mean == pytest.approx(3.25)
-    assert a.stats["completeness"].mean == pytest.approx(3.75)
-    assert a.stats["clarity"].mean == pytest.approx(3.5)
-    for stat in a.stats.values():
+    assert a.values["S"].mean == pytest.approx(3.5)
+    assert a.values["accuracy"].mean == pytest.approx(3.25)
+    assert a.values["completeness"].mean == pytest.approx(3.75)
+    assert a.values["clarity"].mean == pytest.approx(3.5)
+    for stat in a.values.values():
         assert stat.n == 4
         assert stat.low is not None and stat.high is not None
         assert stat.low <= stat.mean <= stat.high
         assert stat.low < stat.high
 
-    hq = report.cell("model-a", "HQ-Edit")
-    assert hq is not None and hq.n == 2 and hq.stats["S"].mean == pytest.approx(4.5)
-    cap_b = report.cell("cap_b", "eval400")
+    hq = report.table("scores").row(model="model-a", benchmark="HQ-Edit")
+    assert hq is not None and hq.n == 2 and hq.values["S"].mean == pytest.approx(4.5)
+    cap_b = report.table("scores").row(model="cap_b", benchmark="eval400")
     assert cap_b is not None and cap_b.n == 3
-    assert (cap_b.stats["S"].mean, cap_b.stats["S"].low, cap_b.stats["S"].high) == (3.0, 3.0, 3.0)
-    assert report.cell("cap_b", "HQ-Edit") is None
-    assert report.ablation == []  # one selection: nothing to compare
+    assert (cap_b.values["S"].mean, cap_b.values["S"].low, cap_b.values["S"].high) == (
+        3.0,
+        3.0,
+        3.0,
+    )
+    assert report.table("scores").row(model="cap_b", benchmark="HQ-Edit") is None
+    assert report.table("ablation").rows == []  # one selection: nothing to compare
     assert any("1 older judge verdict" in n for n in report.notes)
 
 
 def test_human_grades_rates_follow_the_hierarchy(world):
     report = build_report(world["store"])
-    (cell,) = report.human_grades
-    assert (cell.model, cell.benchmark, cell.n) == ("model-a", "eval400", 4)
+    (cell,) = report.table("human_grades").rows
+    assert (cell.keys["model"], cell.keys["benchmark"], cell.n) == ("model-a", "eval400", 4)
     for rate in ("correct", "P0", "P1", "P2"):
-        stat = cell.stats[rate]
+        stat = cell.values[rate]
         assert stat.mean == pytest.approx(25.0) and stat.n == 4
         assert stat.low is not None and stat.high is not None
         assert 0 <= stat.low <= 25.0 <= stat.high <= 100
     assert any("1 human verdict(s) with invalid defect codes" in n for n in report.notes)
 
     worst = build_report(world["store"], human="worst")
-    (cell,) = worst.human_grades
-    assert cell.stats["P0"].mean == pytest.approx(50.0)  # H02's P0 now counts for i2
-    assert cell.stats["correct"].mean == pytest.approx(0.0)
+    (cell,) = worst.table("human_grades").rows
+    assert cell.values["P0"].mean == pytest.approx(50.0)  # H02's P0 now counts for i2
+    assert cell.values["correct"].mean == pytest.approx(0.0)
 
 
 def test_agreement_is_spearman_between_s_and_human_usability(world):
     report = build_report(world["store"], runs=[world["runs"]["r1"]])
     # S: 2.0 (P0=0), 4.5 (correct=3), 4.5 (P2=2), 3.0 (P1=1) -> rho = 4.5 / sqrt(22.5)
-    overall, model_a = report.agreement
-    assert (overall.model, overall.n) == ("all", 4)
-    assert (model_a.model, model_a.n) == ("model-a", 4)
-    assert overall.rho == pytest.approx(4.5 / math.sqrt(22.5))
-    assert model_a.rho == pytest.approx(overall.rho)
+    overall, model_a = report.table("agreement").rows
+    assert (overall.keys["model"], overall.n) == ("all", 4)
+    assert (model_a.keys["model"], model_a.n) == ("model-a", 4)
+    assert overall.values["spearman"] == pytest.approx(4.5 / math.sqrt(22.5))
+    assert model_a.values["spearman"] == pytest.approx(overall.values["spearman"])
 
 
 def test_latest_verdict_per_instruction_wins_across_runs(world):
     report = build_report(world["store"])
-    a = report.cell("model-a", "eval400")
+    a = report.table("scores").row(model="model-a", benchmark="eval400")
     assert a is not None and a.n == 4
-    assert a.stats["S"].mean == pytest.approx(4.0)  # r2's re-judging is later
+    assert a.values["S"].mean == pytest.approx(4.0)  # r2's re-judging is later
     assert any("5 older judge verdict" in n for n in report.notes)
 
 
 def test_ablation_puts_labelled_runs_and_steps_side_by_side(world):
     r1, r2 = world["runs"]["r1"], world["runs"]["r2"]
     report = build_report(world["store"], runs=[f"before={r1}", f"after={r2[:12]}"])
-    rows = [(c.benchmark, c.selection, c.model, c.n) for c in report.ablation]
+    rows = [
+        (c.keys["benchmark"], c.keys["selection"], c.keys["model"], c.n)
+        for c in report.table("ablation").rows
+    ]
     assert rows == [
         ("eval400", "before", "cap_b", 3),
         ("eval400", "before", "model-a", 4),
         ("eval400", "after", "model-a", 4),
         ("HQ-Edit", "before", "model-a", 2),
     ]
-    assert by_key(report.ablation, selection="after").stats["S"].mean == pytest.approx(4.0)
-    before = by_key(report.ablation, selection="before", model="model-a", benchmark="eval400")
-    assert before.stats["S"].mean == pytest.approx(3.5)
+    assert by_key(report.table("ablation").rows, selection="after").values[
+        "S"
+    ].mean == pytest.approx(4.0)
+    before = by_key(
+        report.table("ablation").rows, selection="before", model="model-a", benchmark="eval400"
+    )
+    assert before.values["S"].mean == pytest.approx(3.5)
 
     steps = build_report(world["store"], runs=[r1], steps=["judge", "B=judge_b"])
-    assert {(c.selection, c.model) for c in steps.ablation} == {
+    assert {(c.keys["selection"], c.keys["model"]) for c in steps.table("ablation").rows} == {
         ("judge", "model-a"),
         ("B", "cap_b"),
     }
-    assert by_key(steps.ablation, selection="B").stats["S"].mean == pytest.approx(3.0)
+    assert by_key(steps.table("ablation").rows, selection="B").values["S"].mean == pytest.approx(
+        3.0
+    )
 
 
 def test_several_judges_need_a_choice(world):
@@ -383,9 +377,9 @@ def test_several_judges_need_a_choice(world):
     b.step("r2", "judge_openai", "judge", [other])
     with pytest.raises(EcapError, match="choose one with --judge"):
         build_report(world["store"])
-    assert build_report(world["store"], judge="gemini").judge == "gemini:gemini-2.5-pro"
+    assert build_report(world["store"], judge="gemini").meta["judge"] == "gemini:gemini-2.5-pro"
     only = build_report(world["store"], judge="openai:gpt-4.1")
-    assert [(c.model, c.n) for c in only.scores] == [("model-a", 1)]
+    assert [(c.keys["model"], c.n) for c in only.table("scores").rows] == [("model-a", 1)]
     with pytest.raises(EcapError, match="judges in the store"):
         build_report(world["store"], judge="claude")
 
@@ -460,3 +454,54 @@ def test_html_without_matplotlib_names_the_extra(world, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingExtraError, match=r"editcaption\[report\]"):
         render_html(report)
+
+
+def test_verdicts_scored_with_other_weights_are_reported_apart_never_averaged(world):
+    b = world["builder"]
+    reweighted = []
+    for k, instruction in enumerate(world["a_eval"]):
+        verdict = judged(f"X0{k}", instruction, 5, 1, 1)
+        weights = {"accuracy": 0.8, "completeness": 0.1, "clarity": 0.1}
+        reweighted.append(
+            verdict.model_copy(
+                update={"weighted": 4.2, "meta": {"rubric": "editcaption-v1", "weights": weights}}
+            )
+        )
+    b.step("r2", "judge_accuracy_first", "judge", reweighted)
+
+    report = build_report(world["store"], steps=["judge", "judge_accuracy_first"])
+    scores = report.table("scores")
+    assert [c.key for c in scores.keys] == ["rubric", "model", "benchmark"]
+    other = "editcaption-v1 (accuracy 0.8, clarity 0.1, completeness 0.1)"
+    assert {r.keys["rubric"] for r in scores.rows} == {"editcaption-v1", other}
+    (heavy,) = [r for r in scores.rows if r.keys["rubric"] == other]
+    assert heavy.values["S"].mean == pytest.approx(4.2) and heavy.n == 4
+    # each instruction's latest verdict counts once, under the rubric that scored it
+    assert sum(r.n for r in scores.rows if r.keys["model"] == "model-a") == 6
+    assert any("follow 2 rubrics" in n for n in report.notes)
+    assert {r.keys["selection"] for r in report.table("ablation").rows} == {
+        "judge",
+        "judge_accuracy_first",
+    }
+    assert "| Rubric | Model |" in render_markdown(report)
+
+    one = build_report(world["store"], steps=["judge_accuracy_first"])
+    assert [c.key for c in one.table("scores").keys] == ["model", "benchmark"]
+
+
+def test_report_sections_come_from_the_registry_in_their_order():
+    from ecap.report.sections import section_classes
+
+    names = list(section_classes())
+    assert {"scores", "human_grades", "ablation", "agreement"} <= set(names)
+    order = sorted(names, key=lambda n: section_classes()[n].order)
+    assert order[:4] == ["scores", "human_grades", "ablation", "agreement"]
+
+
+def test_terminal_format_prints_boxed_tables(world):
+    result = CliRunner().invoke(
+        report_command, ["--store", world["url"], "--format", "terminal", "--resamples", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Judge scores by model and benchmark" in result.stdout
+    assert "┃ Model" in result.stdout and "model-a" in result.stdout

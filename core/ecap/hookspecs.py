@@ -7,7 +7,7 @@ plugin it offers; ``PluginClass`` lives in a module that imports nothing heavy a
 kind hooks are written out from the interfaces' contracts below, so a new kind needs no edit here.
 
 Shared services and commands have their own hooks: :func:`register_vlm_backends`,
-:func:`register_commands`.
+:func:`register_report_sections`, :func:`register_commands`.
 """
 
 from __future__ import annotations
@@ -54,3 +54,10 @@ def register_vlm_backends(register: Register) -> None:
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add click commands or groups to the ``ecap`` command line."""
+
+
+@hookspec
+def register_report_sections(register: Register) -> None:
+    """Register sections of ``ecap report`` (:class:`ecap.report.ReportSection`): tables computed
+    from the store through :mod:`ecap.report`'s query API. ``register(name, "module:Class")`` keeps
+    the section's module unloaded until a report is built; the class itself is accepted too."""

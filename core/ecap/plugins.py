@@ -47,7 +47,8 @@ class BrokenPlugin:
 
 @dataclass(frozen=True)
 class ServiceInfo:
-    """A registered shared service (a VLM backend): its lazy target and who registered it."""
+    """A registered shared service (a VLM backend, a report section): its lazy target and who
+    registered it."""
 
     name: str
     target: Any  # "module:Class", or the class itself
@@ -59,6 +60,7 @@ class ServiceInfo:
 class Registry:
     plugins: dict[tuple[str, str], PluginInfo] = field(default_factory=dict)
     vlm_backends: dict[str, ServiceInfo] = field(default_factory=dict)
+    report_sections: dict[str, ServiceInfo] = field(default_factory=dict)
     conflicts: dict[tuple[str, str], list[PluginInfo]] = field(default_factory=dict)
     broken: list[BrokenPlugin] = field(default_factory=list)
     manager: pluggy.PluginManager | None = None
@@ -172,23 +174,34 @@ def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Reg
                         traceback.format_exc(),
                     )
                 )
-    _collect_vlm_backends(registry, pm, owners)
+    for hook, what, into in (
+        ("register_vlm_backends", "VLM backend", registry.vlm_backends),
+        ("register_report_sections", "report section", registry.report_sections),
+    ):
+        _collect_services(registry, pm, owners, hook, what, into)
     return registry
 
 
-def _collect_vlm_backends(
-    registry: Registry, pm: pluggy.PluginManager, owners: dict[str, tuple[str, str, str]]
+def _collect_services(
+    registry: Registry,
+    pm: pluggy.PluginManager,
+    owners: dict[str, tuple[str, str, str]],
+    hook: str,
+    what: str,
+    into: dict[str, ServiceInfo],
 ) -> None:
-    for impl in pm.hook.register_vlm_backends.get_hookimpls():
+    """Call every implementation of a service hook (``register_vlm_backends`` ...), filling
+    ``into`` by name; a name two packages register differently is that plugin's error."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
         package, version, _ = owners.get(impl.plugin_name, ("unknown", "0", "?"))
 
         def register(name: str, target: Any, *, _p: str = package, _v: str = version) -> None:
-            known = registry.vlm_backends.get(name)
+            known = into.get(name)
             if known is not None and known.target != target:
                 raise PluginError(
-                    f"VLM backend '{name}' is registered by both '{known.package}' and '{_p}'"
+                    f"{what} '{name}' is registered by both '{known.package}' and '{_p}'"
                 )
-            registry.vlm_backends[name] = ServiceInfo(name, target, _p, _v)
+            into[name] = ServiceInfo(name, target, _p, _v)
 
         try:
             impl.function(register=register)

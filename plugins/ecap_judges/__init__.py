@@ -1,5 +1,6 @@
-"""Built-in judges (``gemini``, ``openai``) sharing the EditCaption rubric engine, and
-``ecap report``. The SDKs are imported only when a judge first calls its model."""
+"""Built-in judges (``gemini``, ``openai``) sharing the EditCaption rubric engine, and their
+sections of ``ecap report`` (judge scores, ablation, judge-human agreement). The SDKs are
+imported only when a judge first calls its model."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def register_judges(register: Register) -> None:
 
 
 @hookimpl
-def register_commands(cli: object) -> None:
-    from .report import report_command
-
-    cli.add_command(report_command)  # type: ignore[attr-defined]
+def register_report_sections(register: Register) -> None:
+    register("scores", "ecap_judges.report:ScoresSection")
+    register("ablation", "ecap_judges.report:AblationSection")
+    register("agreement", "ecap_judges.report:AgreementSection")

@@ -1,0 +1,44 @@
+"""Reports over the store: ``ecap report`` and the API its sections are written in.
+
+The layers, each readable alone:
+
+- :mod:`ecap.report.query`: the store as reports read it, plain rows (:class:`VerdictFact`,
+  :class:`ScoreFact`),
+  never the store's tables: a plugin's section keeps working when a table changes;
+- :mod:`ecap.report.stats`: bootstrap intervals and rank correlation (numpy, scipy);
+- :mod:`ecap.report.table`: the one table model (:class:`Table` of :class:`Row`) sections return;
+- :mod:`ecap.report.render`: Markdown, CSV, JSON, terminal and HTML (with matplotlib charts);
+- :mod:`ecap.report.sections`: the :class:`ReportSection` contract, the :class:`ReportContext`
+  sections read, and :func:`build_report`;
+- :mod:`ecap.report.command`: the ``ecap report`` command.
+
+ecap's own section is the human defect grades (:mod:`ecap.report.human`); the judges plugin adds
+judge scores, the ablation and judge-human agreement; any plugin adds more with the
+``register_report_sections(register)`` hook. The statistics need the ``report`` extra
+(``pip install 'editcaption[report]'``: numpy, scipy, matplotlib).
+"""
+
+from __future__ import annotations
+
+from .query import UNKNOWN, Rubric, ScoreFact, VerdictFact
+from .sections import ReportContext, ReportOptions, ReportSection, build_report, split_label
+from .stats import Stat
+from .table import Chart, Column, Report, Row, Table
+
+__all__ = [
+    "UNKNOWN",
+    "Chart",
+    "Column",
+    "Report",
+    "ReportContext",
+    "ReportOptions",
+    "ReportSection",
+    "Row",
+    "Rubric",
+    "ScoreFact",
+    "Stat",
+    "Table",
+    "VerdictFact",
+    "build_report",
+    "split_label",
+]
