@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from rich.console import Console
 
+from ..cli_api import json_option as json_option  # shared with plugin commands
+from ..cli_api import store_option as store_option
+from ..errors import EcapError
 from .tables import print_table
 
 if TYPE_CHECKING:
@@ -18,21 +21,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
-
-
-def store_option(func: F) -> F:
-    return click.option(
-        "--store",
-        "store_ref",
-        envvar="ECAP_STORE",
-        default=None,
-        help="SQLAlchemy URL, a .db file, or a spec whose store to use "
-        "(default: $ECAP_STORE, else ./ecap.db).",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
 def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
@@ -64,12 +52,17 @@ def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def open_store(ref: str | None) -> Store:
-    """Open an existing store for the reading commands, which never create, upgrade or write
-    anything (an unrelated or damaged database is refused, saying why)."""
+def open_store(ref: str | None, *, auto_upgrade: bool = False) -> Store:
+    """Open an existing store for the reading commands (which never upgrade someone's data)."""
     from ..store import Store
 
-    return Store(store_url(ref), read_only=True)
+    url = store_url(ref)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise EcapError(
+            f"no store at {url.removeprefix('sqlite:///')}; run a pipeline first, "
+            "or point --store (or $ECAP_STORE) at one"
+        )
+    return Store(url, auto_upgrade=auto_upgrade)
 
 
 def emit(
