@@ -213,3 +213,26 @@ steps:
     }
     # The quickstart's night scene is darker than its source.
     assert "Make the whole image darker." in written
+
+
+def test_a_third_party_report_section_appears_through_the_hook_alone(
+    installed: dict[str, Path], tmp_path: Path
+) -> None:
+    """The template registers an ``instruction_length`` section with
+    ``register_report_sections``; ``ecap report`` shows it beside its own tables, in every
+    format, reading the filter's scores through the report's query API."""
+    target = installed["target"]
+    spec = tmp_path / "spec.yaml"
+    _write_spec(spec, max_words=14)
+    _ecap(["pipeline", "run", str(spec), "--json", "--no-progress"], target, tmp_path)
+
+    report = ["report", "--store", str(spec), "--resamples", "0"]
+    data = _ecap([*report, "--json"], target, tmp_path)
+    [row] = data["instruction_length"]
+    assert row["n"] == 6
+    assert row["words"]["mean"] == sum(QUICKSTART_WORDS.values()) / 6
+    assert row["vague"]["mean"] == 0.0
+    markdown = _run(["-m", "ecap.cli", *report], target, tmp_path).stdout
+    assert "## Instruction length" in markdown and "| Model | Benchmark | Words | Vague | n |" in (
+        markdown
+    )

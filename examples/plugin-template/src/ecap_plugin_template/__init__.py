@@ -1,5 +1,5 @@
-"""An example ecap plugin package: the ``instruction-length`` filter and the
-``template-brightness`` VLM backend.
+"""An example ecap plugin package: the ``instruction-length`` filter, the
+``template-brightness`` VLM backend, and the ``instruction_length`` section of ``ecap report``.
 
 This module is what the entry point ``template = "ecap_plugin_template"`` names. ecap imports it
 for every command (``ecap --help`` included), so it holds only the registration hook and imports
@@ -16,6 +16,7 @@ __all__ = [
     "InstructionLengthConfig",
     "InstructionLengthFilter",
     "register_filters",
+    "register_report_sections",
     "register_vlm_backends",
 ]
 
@@ -31,3 +32,9 @@ def register_vlm_backends(register: Register) -> None:
     """Offer the backend to every plugin that runs a VLM, as ``backend: template-brightness``.
     Named by ``module:Class`` so its module is imported only when a spec uses it."""
     register("template-brightness", "ecap_plugin_template.brightness_backend:BrightnessBackend")
+
+
+@hookimpl
+def register_report_sections(register: Register) -> None:
+    """Add a table to ``ecap report``. Named by ``module:Class``: imported only for a report."""
+    register("instruction_length", "ecap_plugin_template.length_report:InstructionLengthSection")
