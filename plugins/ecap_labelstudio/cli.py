@@ -1,6 +1,7 @@
 """``ecap labelstudio``: install and run a local Label Studio server for human steps.
 
 The server gets a virtual environment of its own (see :mod:`ecap_labelstudio.server` for why).
+Errors are shown as ecap's own commands show them (:func:`ecap.cli_api.handle_errors`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import click
+
+from ecap.cli_api import handle_errors
 
 from .server import VERSION, LocalServer, install, installed_version, venv_path, write_secret
 
@@ -31,6 +34,7 @@ def labelstudio_command() -> None:
     "~/.cache/ecap/label-studio-venv].",
 )
 @click.option("--version", default=VERSION, show_default=True, help="label-studio version.")
+@handle_errors
 def install_server(venv: Path | None, version: str) -> None:
     """Install the Label Studio server into its own virtual environment."""
     target = venv or venv_path()
@@ -60,6 +64,7 @@ def install_server(venv: Path | None, version: str) -> None:
     help="Folder the server may serve local images from (the spec's document_root).",
 )
 @click.option("--port", type=int, default=8080, show_default=True)
+@handle_errors
 def serve(data_dir: Path, document_root: Path, port: int) -> None:
     """Start Label Studio on 127.0.0.1 and keep it running until Ctrl-C.
 
