@@ -280,3 +280,27 @@ def test_serve_llm_serves_the_fake_apis_until_interrupted(tmp_path: Path) -> Non
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert "served 1 model calls" in err and "Traceback" not in err
+
+
+def test_init_writes_a_commented_starter_spec_that_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    assert ecap("init", "starter.yaml").exit_code == 0
+    text = (tmp_path / "starter.yaml").read_text()
+    for kind in ("source: csv", "caption: vlm", "judge: gemini", "export: jsonl"):
+        assert kind in text
+    assert text.count("\n  #") >= 4, "every step is explained"
+    assert "${env:GEMINI_API_KEY" in text, "keys come from the environment"
+
+    validated = ecap("pipeline", "validate", "starter.yaml")
+    assert validated.exit_code == 0, validated.output
+    plan = json.loads(ecap("pipeline", "plan", "starter.yaml", "--json").output)
+    assert (plan[0]["step"], plan[0]["inputs"]) == ("pairs", 2)
+
+    again = assert_one_error_line(ecap("init", "starter.yaml"))
+    assert "already exist" in again and "--force" in again
+    assert ecap("init", "starter.yaml", "--force").exit_code == 0

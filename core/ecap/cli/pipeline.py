@@ -127,19 +127,11 @@ def plan(spec_path: str, store_ref: str | None, limit: int | None, as_json: bool
 
     spec = load_spec(spec_path)
     rows: list[dict[str, Any]] = plan_spec(spec, _store_for(spec, store_ref), limit)
+    if not as_json:  # versions and step keys are in --json; a terminal gets what to expect
+        rows = [{**r, "plugin": f"{r['kind']}: {r['plugin']}"} for r in rows]
     emit(
         rows,
         as_json,
-        columns=[
-            "step",
-            "kind",
-            "plugin",
-            "version",
-            "from",
-            "inputs",
-            "cached",
-            "to_run",
-            "step_key",
-        ],
+        columns=["step", "plugin", "from", "inputs", "cached", "to_run"],
         title=f"plan for {spec.name}",
     )
