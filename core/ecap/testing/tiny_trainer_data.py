@@ -49,7 +49,7 @@ def _pair(folder: Path, index: int, colour: str, rng: random.Random) -> Pair:
     shade = rng.randint(150, 240)
     source = Image.new("RGB", (SIZE, SIZE), (shade, shade, shade))
     target = source.copy()
-    side = rng.randint(16, 28)
+    side = rng.randint(32, 48)
     x, y = rng.randint(0, SIZE - side), rng.randint(0, SIZE - side)
     ImageDraw.Draw(target).rectangle([x, y, x + side, y + side], fill=COLOURS[colour])
     source_path, target_path = folder / f"{index}-source.png", folder / f"{index}-target.png"
