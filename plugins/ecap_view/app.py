@@ -82,8 +82,9 @@ class ViewApp:
     """The routes over one store. Handlers are plain functions: Starlette runs them in its
     thread pool, so a slow query never blocks the event loop."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, page_size: int) -> None:
         self.store = store
+        self.page_size = page_size
         self.env = _environment()
 
     def render(
@@ -125,11 +126,14 @@ class ViewApp:
         if shown not in queries.TABLES:
             return self.problem(request, 400, f"no record type {shown!r}")
         records = queries.step_records(
-            self.store, shown, step["id"], request.query_params.get("after") or None
+            self.store, shown, step["id"], request.query_params.get("after") or None, self.page_size
         )
-        after_failure = request.query_params.get("failures_after")
+        after_failure = request.query_params.get("failures_after", "")
         failures = queries.failures(
-            self.store, step["id"], int(after_failure) if after_failure else None
+            self.store,
+            step["id"],
+            int(after_failure) if after_failure.isdigit() else None,
+            self.page_size,
         )
         label = {step["id"]: step["step_id"]}
         plots = [
@@ -221,7 +225,8 @@ class ViewApp:
             filters = queries.Filters.from_query(request.query_params)
         except EcapError as exc:
             return self.problem(request, 400, str(exc))
-        page = queries.search_ids(self.store, filters, request.query_params.get("after") or None)
+        after = request.query_params.get("after") or None
+        page = queries.search_ids(self.store, filters, after, self.page_size)
         return self.render(
             request,
             "search.html",
@@ -266,9 +271,10 @@ class ViewApp:
         )
 
 
-def create_app(store: Store) -> Starlette:
-    """The application over ``store`` (opened read-only by the command)."""
-    view = ViewApp(store)
+def create_app(store: Store, page_size: int = queries.PAGE) -> Starlette:
+    """The application over ``store`` (opened read-only by the command), listing ``page_size``
+    rows a page."""
+    view = ViewApp(store, page_size)
     routes = [
         Route("/", view.runs, name="runs"),
         Route("/runs/{run_id}", view.run, name="run"),
