@@ -1,4 +1,11 @@
-"""Shared fixtures. The ``ecap_*`` fixtures come from ecap's own pytest plugin (ecap.testing)."""
+"""Shared fixtures and markers. The ``ecap_*`` fixtures come from ecap's own pytest plugin
+(ecap.testing).
+
+Markers (declared in pyproject.toml): ``gpu`` tests are skipped, saying so, where no CUDA device
+is visible; ``slow`` ones can be left out of a quick local run with ``-m "not slow"``;
+``postgres`` ones run against ECAP_TEST_POSTGRES_URL. A test that cannot run where it was asked
+to must not pass quietly: once ECAP_TEST_POSTGRES_URL is set (CI sets it), a server that cannot
+be reached fails the PostgreSQL tests instead of skipping them."""
 
 from __future__ import annotations
 
@@ -48,8 +55,28 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        pytest.skip(f"PostgreSQL at {make_url(server).render_as_string()} is unreachable: {exc}")
+        pytest.fail(
+            f"ECAP_TEST_POSTGRES_URL is set but PostgreSQL at "
+            f"{make_url(server).render_as_string()} is unreachable: {exc}"
+        )
     yield make_url(server).set(database=name).render_as_string(hide_password=False)
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests without a CUDA device (torch is imported only when there are some)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (none visible)")
+        for item in gpu:
+            item.add_marker(skip)

@@ -245,6 +245,7 @@ def test_the_provenance_tree_puts_derivations_under_derived_from(quickstart_run:
     assert "wasDerivedFrom" not in tree
 
 
+@pytest.mark.slow  # starts ecap in a subprocess
 def test_serve_llm_serves_the_fake_apis_until_interrupted(tmp_path: Path) -> None:
     import os
     import signal
