@@ -379,6 +379,24 @@ def test_a_backend_taking_an_adapter_gets_the_base_and_the_adapter(registry, pro
     assert backend.options.lora == str(adapter.resolve())
 
 
+def test_an_adapter_a_train_step_made_brings_its_base(registry, prompt_file):
+    from ecap.models import ModelIdentity, ResolvedModel, StepModel
+
+    trained = ResolvedModel(
+        path="/runs/sft/adapter",
+        identity=ModelIdentity("/runs/sft/adapter", content_hash="sha256:abc"),
+        record_id="model-1",
+        base="Qwen/Qwen2.5-VL-7B-Instruct",
+        adapter=True,
+    )
+    plugin = editscore(registry, prompt_file, backend="scripted-local", model={"step": "sft"})
+    plugin.context.resolve_model = lambda ref: (
+        trained if isinstance(ref, StepModel) else ResolvedModel(ref, ModelIdentity(ref))
+    )
+    assert plugin.backend.model == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert plugin.backend.options.lora == "/runs/sft/adapter"
+
+
 def test_an_adapter_needs_its_base_model(registry, prompt_file):
     plugin = editscore(registry, prompt_file, backend="scripted-local", model="EditScore/X")
     with pytest.raises(EcapError, match="base_model is required"):

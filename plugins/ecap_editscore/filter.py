@@ -47,7 +47,7 @@ from pydantic import Field, field_validator, model_validator
 from ecap.errors import EcapError
 from ecap.images import ImageChanged, ImageReadError, prepare_image
 from ecap.interfaces import Filter, KeepDecision, PluginConfig, PluginContext, decision_field
-from ecap.keep import KeepRule, components, decide_items, parse_rule
+from ecap.keep import KeepRule, components, decide_items
 from ecap.models import ModelRef
 from ecap.records import Item, SampleError, Score
 from ecap.vlm import (
@@ -113,7 +113,8 @@ class EditScoreConfig(PluginConfig):
         1_048_576, ge=1, description="larger images are scaled down to this many pixels first"
     )
     keep: KeepRule = decision_field(
-        parse_rule({"min_score": 5.0}),
+        {"min_score": 5.0},
+        validate_default=True,
         description=f"which rows to keep (docs/filters.md); components default to {MAIN_COMPONENT}",
     )
 

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from ecap.images import ImageReadError, prepare_image
 from ecap.interfaces import Filter, KeepDecision, PluginConfig, decision_field
-from ecap.keep import KeepRule, decide_items, parse_rule
+from ecap.keep import KeepRule, decide_items
 from ecap.records import Item, SampleError, Score
 
 from .images import PairDifference, difference
@@ -66,7 +66,8 @@ class HeuristicsConfig(PluginConfig):
         description="and the largest change (0-255) of any cell of a 16x16 colour thumbnail",
     )
     keep: KeepRule = decision_field(
-        parse_rule({"all_of": [{"unflagged": "all"}, {"unique": "text_hash"}]}),
+        {"all_of": [{"unflagged": "all"}, {"unique": "text_hash"}]},
+        validate_default=True,
         description="which rows to keep (docs/filters.md): by default no flag set and no "
         "duplicate instruction",
     )
