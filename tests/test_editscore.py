@@ -668,3 +668,41 @@ def test_retune_explains_what_it_cannot_do(registry, prompt_file, tmp_path, writ
         outcome = CliRunner().invoke(filter_cli, args)
         assert outcome.exit_code != 0
         assert message in str(outcome.exception) + outcome.output, args
+
+
+def test_an_openai_compatible_server_serving_the_adapter_is_asked_by_its_served_name(
+    registry, prompt_file, tmp_path, fake_llm_server
+):
+    pytest.importorskip("openai")
+
+    def answer(request) -> str:
+        prompt = request.texts[-1]
+        return reply([20, 10], "red hat") if "Instruction: " in prompt else reply([15, 25])
+
+    fake_llm_server.responder = answer
+    plugin = editscore(
+        registry,
+        prompt_file,
+        model="editscore",
+        backend="openai-compatible",
+        samples=2,
+        options={"base_url": fake_llm_server.openai_base_url, "api_key": "sk-fake"},
+    )
+    try:
+        [score] = run(plugin, [make_item(tmp_path, "Make the hat red.")])
+    finally:
+        plugin.close()
+    assert isinstance(score, Score)
+    assert score.values == pytest.approx(
+        {
+            "prompt_following": 8.0,
+            "consistency": 4.0,
+            "perceptual_quality": 6.0,
+            "overall": math.sqrt(4.0 * 6.0),
+        }
+    )
+    calls = list(fake_llm_server.calls)
+    assert {c.model for c in calls} == {"editscore"}
+    assert sorted(c.body["seed"] for c in calls) == [42, 42, 43, 43]  # seed + i per sample
+    assert all(len(c.images) == 2 for c in calls)
+    assert {c.texts[0] for c in calls} == {"<img1>: "}
