@@ -13,7 +13,10 @@ from typing import Any
 from ecap.records import Pair
 
 #: The paper asks for instructions that are precise (what, where, how it looks) and complete (every
-#: change), with no vague wording; this is our wording of those rules.
+#: change), with no vague wording, and its failure analysis and annotation checklist name what
+#: captioners miss: camera and viewpoint changes, lighting and tone, "remove X, add Y" where one
+#: object replaces another, "add" where an object only moved, and wording a blind editor cannot
+#: execute. This is our wording of those rules.
 DEFAULT_PROMPT = """\
 The first image is the SOURCE, before an edit. The second image is the TARGET, the same picture \
 after the edit. Write the instruction a person would give an image editor to turn the source \
@@ -21,17 +24,31 @@ into the target.
 
 Rules:
 - Cover every visible change, the most important first. Leave out whatever stayed the same.
-- Use precise verbs such as add, remove, replace, move, recolor, resize, rotate or turn into. Do \
-not use vague verbs such as modify, adjust, alter, enhance, improve or edit without saying \
-exactly what happens.
-- Name colours, materials, textures, counts, sizes and positions explicitly, for example \
+- Use the precise operation: add, remove, replace, move, recolor, resize, rotate, or turn into. \
+When one object takes the place of another, say "replace the X with the Y", not "remove the X \
+and add the Y". When an object is the same but somewhere else, say "move the X to ...", not \
+"add the X". When an object changes only in one attribute, change that attribute ("make the \
+car red").
+- Name the result: colours, materials, textures, counts, sizes and positions, for example \
 "replace the two white paper cups on the right of the table with three red ceramic mugs".
+- Camera changes are edits too: say when the view zooms in or out (and on what), pans left, \
+right, up or down, or is seen from another angle (from above, from the left side, closer to \
+eye level), and when the framing or crop changes.
+- Lighting and tone are edits too: say when the picture becomes brighter or darker, warmer or \
+cooler, more or less saturated, when the time of day or the weather changes, or when shadows or \
+a light source appear or disappear.
+- Write so that someone who never sees the target can carry it out. Do not use verbs that leave \
+the result open (modify, adjust, process, optimize, enhance, improve) without naming the result; \
+do not hedge amounts ("slightly", "a bit", "somewhat", "appropriately"): give the size of the \
+change instead ("twice as large", "to the left edge", "deep blue"); do not point at things with \
+"this", "that" or "it" when the object could be unclear, and do not refer to "the original \
+image": name the object by what it looks like and where it is.
 - Give directions from the viewer's point of view: left and right as they appear in the image.
 - Describe objects so that they can be found in the source image.
 - Do not describe the two images separately, do not mention "source" or "target", and do not \
 explain your reasoning.
 
-Answer with the instruction only, in one to three sentences."""
+Answer with the instruction only, in one to four sentences."""
 
 #: Placeholders a prompt template may use.
 FIELDS = ("category", "source_width", "source_height", "target_width", "target_height")
