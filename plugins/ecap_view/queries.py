@@ -128,10 +128,8 @@ def step_records(
     """Records of ``record_type`` the step run wrote, newest first."""
     table = TABLES[record_type]
     column = dialect(store).key_order("step_run_id")
-    sql = _text(
-        f"SELECT id FROM {table} WHERE {column} = :sid AND (:after IS NULL OR id < :after) "
-        "ORDER BY id DESC LIMIT :n"
-    )
+    bound = " AND id < :after" if after else ""
+    sql = _text(f"SELECT id FROM {table} WHERE {column} = :sid{bound} ORDER BY id DESC LIMIT :n")
     with store.engine.connect() as conn:
         params = {"sid": step_run_id, "after": after, "n": limit + 1}
         ids = list(conn.execute(sql, params).scalars())
@@ -348,13 +346,15 @@ class Filters:
         return {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in values.items() if v}
 
 
-def _search_sql(store: Store, filters: Filters) -> tuple[str, dict[str, Any], list[str]]:
-    """``FROM ... WHERE ...`` over instructions for ``filters``, built from fixed fragments only
-    (every value the user typed is a bound parameter); the keyset bound is ``:after``."""
+def _search_sql(
+    store: Store, filters: Filters, after: str | None
+) -> tuple[str, dict[str, Any], list[str]]:
+    """``FROM ... WHERE ...`` over instructions for ``filters`` after the keyset bound ``after``,
+    built from fixed fragments only (every value the user typed is a bound parameter)."""
     d = dialect(store)
     joins = ["JOIN pairs p ON p.id = i.pair_id"]
-    where = ["(:after IS NULL OR i.id < :after)"]
-    params: dict[str, Any] = {}
+    where = ["i.id < :after"] if after else ["1 = 1"]
+    params: dict[str, Any] = {"after": after} if after else {}
     expanding: list[str] = []
     if filters.category:
         where.append("p.category = :category")
@@ -412,10 +412,10 @@ def _search_sql(store: Store, filters: Filters) -> tuple[str, dict[str, Any], li
 
 def search_ids(store: Store, filters: Filters, after: str | None, limit: int = PAGE) -> Page:
     """Ids of the instructions matching ``filters``, newest first, one keyset page."""
-    body, params, expanding = _search_sql(store, filters)
+    body, params, expanding = _search_sql(store, filters, after)
     sql = _text(f"SELECT i.id {body} ORDER BY i.id DESC LIMIT :n", *expanding)
     with store.engine.connect() as conn:
-        ids = list(conn.execute(sql, {**params, "after": after, "n": limit + 1}).scalars())
+        ids = list(conn.execute(sql, {**params, "n": limit + 1}).scalars())
     return _page(ids, str, limit)
 
 
