@@ -214,6 +214,9 @@ def test_instructions_leaking_target_only_knowledge(pair, text):
         "Add a target board on the wall.",
         "Place the book back cover up on the table.",
         "Make the picture frame on the wall golden.",
+        "Hang a new picture above the sofa.",
+        "Add a second picture beside the mirror.",
+        "Move the other picture on the wall to the left.",
     ],
 )
 def test_instructions_that_do_not_leak(pair, text):

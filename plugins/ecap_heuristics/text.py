@@ -231,15 +231,19 @@ def _has_target_state(folded: str, after: int) -> bool:
 # -- leaks of target-only knowledge ---------------------------------------------------------------
 
 _IMAGE = r"(?:image|picture|photo|photograph|pic|frame|version|one)"
-_OTHER = r"(?:second|2nd|other|target|edited|result(?:ing)?|reference|right|final|new|after)"
+#: Words that single out the target among the pictures. "the other image" or "the new image" is a
+#: leak only after a comparison ("as in ..."), since "the other picture on the wall" is an object.
+_TARGET_WORDS = ("second", "2nd", "target", "edited", "result", "resulting", "reference")
+_TARGET = "(?:" + "|".join(_TARGET_WORDS) + ")"
+_COMPARED = "(?:" + "|".join((*_TARGET_WORDS, "other", "right", "new", "final", "after")) + ")"
 #: Phrases that only make sense to someone who has seen the target (or the pair side by side).
 LEAKS: dict[str, re.Pattern[str]] = {
     "points at the other image": re.compile(
         rf"\b(?:as|like|same as|similar to|shown|seen|as shown|as seen|match(?:ing|es)?|"
-        rf"according to|based on)\s+(?:in\s+|on\s+)?(?:the\s+)?{_OTHER}\s+{_IMAGE}\b"
+        rf"according to|based on)\s+(?:in\s+|on\s+)?(?:the\s+)?{_COMPARED}\s+{_IMAGE}\b"
     ),
     "names the target": re.compile(
-        rf"\b(?:the|a|this)\s+{_OTHER}\s+(?:image|picture|photo|photograph)\b"
+        rf"\b(?:the|this)\s+{_TARGET}\s+(?:image|picture|photo|photograph)\b"
         r"|\btarget\s+(?:image|picture|photo|state|result)\b"
         r"|\blike\s+(?:the\s+)?target\b"
     ),
