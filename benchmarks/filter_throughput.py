@@ -67,6 +67,7 @@ QWEN25_VL_7B = {
         "num_hidden_layers": 28,
         "num_attention_heads": 28,
         "num_key_value_heads": 4,
+        "head_dim": 128,
         "max_position_embeddings": 128000,
     },
     "vision": {
@@ -120,6 +121,7 @@ def random_qwen25_vl_7b(folder: Path) -> Path:
     tiny = build_tiny_vlm("qwen2.5-vl", folder / "tiny")
     base = transformers.AutoConfig.from_pretrained(tiny)
     text = {**base.text_config.to_dict(), **QWEN25_VL_7B["text"], "dtype": "bfloat16"}
+    text.pop("layer_types", None)  # one per tiny layer; derived again from the real depth
     text["rope_parameters"] = {
         "rope_type": "default",
         "rope_theta": 1e6,
@@ -170,7 +172,9 @@ def random_adapter(base: str, folder: Path) -> Path:
     target = folder / "random-lora"
     if (target / "adapter_config.json").exists():
         return target
-    model = transformers.AutoModelForImageTextToText.from_pretrained(base, dtype=torch.bfloat16)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(
+        base, dtype=torch.bfloat16, device_map="cuda" if torch.cuda.is_available() else None
+    )
     config = peft.LoraConfig(
         r=16,
         lora_alpha=32,
