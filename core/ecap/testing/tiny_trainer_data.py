@@ -25,6 +25,8 @@ from ..records import ImageRef, Instruction, Item, Pair, Preference
 #: Colour name -> RGB of the square the instruction asks for.
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220)}
 SIZE = 64
+#: A rejected answer: a vague verb and nothing a model could act on.
+VAGUE = "Modify the image."
 
 
 def instruction_for(colour: str) -> str:
@@ -76,16 +78,13 @@ def colour_preferences(
     folder: Path, count: int, *, seed: int = 0
 ) -> tuple[list[Item], dict[str, Instruction]]:
     """``count`` (pair, preference) items whose chosen instruction names the square's colour
-    and whose rejected one names the other colour, and every instruction by id (what
-    ``PluginContext.records("instruction", ids)`` would return from a store)."""
+    and whose rejected one is :data:`VAGUE` (the failure humans correct most), and every
+    instruction by id (what ``PluginContext.records("instruction", ids)`` would return)."""
     items, texts = [], {}
     for item in colour_pairs(folder, count, seed=seed):
         assert item.instruction is not None
         chosen = item.instruction
-        wrong = next(c for c in COLOURS if instruction_for(c) != chosen.text)
-        rejected = Instruction(
-            pair_id=item.pair.id, text=instruction_for(wrong), origin="model", author="tests"
-        )
+        rejected = Instruction(pair_id=item.pair.id, text=VAGUE, origin="model", author="tests")
         texts[chosen.id], texts[rejected.id] = chosen, rejected
         preference = Preference(pair_id=item.pair.id, chosen_id=chosen.id, rejected_id=rejected.id)
         items.append(Item(pair=item.pair, preference=preference))
