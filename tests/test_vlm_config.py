@@ -118,12 +118,14 @@ def test_the_spec_schema_accepts_real_options(tmp_path: Path) -> None:
         jsonschema.validate(spec, document)
 
 
-def test_glm_defaults_to_zhipus_api_with_thinking_off() -> None:
+def test_glm_defaults_to_zhipus_api_with_thinking_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZHIPU_API_KEY", "zhipu-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-key")
     config = GLMCaptionerConfig()
     assert (config.model, config.backend) == ("glm-4.5v", "openai-compatible")
     options = config.options
     assert options.base_url == "https://open.bigmodel.cn/api/paas/v4"  # type: ignore[attr-defined]
-    assert options.api_key_env == "ZHIPU_API_KEY"  # type: ignore[attr-defined]
+    assert options.key(("OPENAI_API_KEY",)) == "zhipu-key"  # type: ignore[attr-defined]
     assert options.extra_body == {"thinking": {"type": "disabled"}}  # type: ignore[attr-defined]
     local = GLMCaptionerConfig(model="zai-org/GLM-4.5V", backend="transformers")
     assert local.control() == "chat-template"
@@ -134,7 +136,7 @@ def test_glm_keeps_zhipus_defaults_when_given_an_options_object() -> None:
 
     config = GLMCaptionerConfig(options=OpenAICompatibleOptions(timeout=30))
     assert config.options.base_url == "https://open.bigmodel.cn/api/paas/v4"  # type: ignore[attr-defined]
-    assert config.options.api_key_env == "ZHIPU_API_KEY"  # type: ignore[attr-defined]
+    assert config.options.api_key is None  # type: ignore[attr-defined]
     assert config.options.timeout == 30  # type: ignore[attr-defined]
 
 
@@ -257,7 +259,7 @@ def test_a_missing_api_key_fails_before_any_call_naming_the_variable(
             options=options,
             context=context(tmp_path),
         )
-        with pytest.raises(EcapError, match=r"no API key: set \$(OPENAI_API_KEY|EMPTY_KEY)"):
+        with pytest.raises(EcapError, match=r"no API key: .*\$(OPENAI_API_KEY|EMPTY_KEY)"):
             asyncio.run(backend.generate([]))
     local = make_backend(
         "openai-compatible",
@@ -266,7 +268,18 @@ def test_a_missing_api_key_fails_before_any_call_naming_the_variable(
         options={"base_url": "http://127.0.0.1:8000/v1"},
         context=context(tmp_path),
     )
-    assert local.options.key() == "EMPTY", "a server on this machine needs no key"  # type: ignore[attr-defined]
+    key = local.options.key(("OPENAI_API_KEY",))  # type: ignore[attr-defined]
+    assert key == "EMPTY", "a server on this machine needs no key"
+    elsewhere = make_backend(
+        "openai-compatible",
+        model="m",
+        revision=None,
+        options={"base_url": "https://gateway.example.com/v1"},
+        context=context(tmp_path),
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", "openai-key")
+    with pytest.raises(EcapError, match="not the provider's own API"):
+        asyncio.run(elsewhere.generate([]))  # OpenAI's key never goes to another server
 
 
 def test_relative_model_and_processor_paths_resolve_against_the_spec_folder_only(

@@ -302,8 +302,12 @@ def test_glm_strips_thinking_and_box_markers_and_switches_thinking_per_server(
 
 
 def test_reasoning_returned_apart_is_kept_out_of_the_answer() -> None:
-    from ecap_vlm.backends.openai_compat import _reply
+    from ecap.providers.openai import reply as openai_reply
+    from ecap_vlm.backends.openai_compat import _with_reasoning_inline
     from ecap_vlm.cleaning import UnusableAnswer, clean_answer
+
+    def _reply(body: dict[str, Any]) -> Any:
+        return _with_reasoning_inline(openai_reply(body))
 
     def body(content: str | None, reasoning: str | None) -> dict[str, Any]:
         message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
@@ -391,8 +395,7 @@ def test_one_backend_serves_two_consecutive_event_loops(workdir: Path) -> None:
 
     from ecap.images import PreparedImage
     from ecap.interfaces import PluginContext
-    from ecap.vlm import make_backend
-    from ecap.vlm import Sampling, VLMRequest
+    from ecap.vlm import Sampling, VLMRequest, make_backend
 
     image = (workdir / "data" / "images").glob("*.png").__next__().read_bytes()
     prepared = PreparedImage(image, "image/png", hashlib.sha256(image).hexdigest())

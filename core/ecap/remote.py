@@ -1,7 +1,7 @@
 """Calling a remote model: concurrency and rate limits, retries, and what counts as transient.
 
 Every plugin that pays for calls over the network (LLM judges, API captioners, an OpenAI-compatible
-server) follows the same rules, so they live here once, free of any SDK:
+server) follows the same rules, so they live here once, free of any SDK and of any provider:
 
 - at most ``max_concurrent_calls`` calls are in flight, within ``requests_per_minute`` and
   ``tokens_per_minute`` (two continuously refilled buckets);
@@ -9,17 +9,17 @@ server) follows the same rules, so they live here once, free of any SDK:
   jitter, waiting at least what the server's Retry-After asked; a waiting call holds no slot;
 - anything else propagates at once: a bad request does not get better by repeating it.
 
-A provider classifies its SDK's exceptions with :func:`is_transport_error`, :data:`RETRY_STATUS`
-and :func:`retry_after` and raises :class:`Retryable`; the :class:`RemoteCaller` does the rest.
-:meth:`RemoteCaller.logged` adds the store's call log around a call: serve a recorded answer, else
-call, price and record at once. The wire formats every such plugin shares (the OpenAI two-image
-message, ``data:`` URIs, the answers of Chat Completions and Gemini) are here too, SDK-free.
+A provider classifies its SDK's exceptions with :func:`transient_failures` (or
+:func:`is_transport_error`, :data:`RETRY_STATUS` and :func:`retry_after`) and raises
+:class:`Retryable`; the :class:`RemoteCaller` does the rest. :meth:`RemoteCaller.logged` adds the
+store's call log around a call: serve a recorded answer, else call, price and record at once.
+What each provider sends and answers (clients, messages, the shape of a reply) is in
+:mod:`ecap.providers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import random
@@ -99,19 +99,6 @@ def transient_failures(
         raise
 
 
-async def post_chat_completion(openai: Any, client: Any, body: dict[str, Any]) -> dict[str, Any]:
-    """POST ``/chat/completions`` through an ``openai`` client with the body exactly as built.
-
-    The SDK's typed ``chat.completions.create`` re-validates every nested part of a body, which
-    costs several milliseconds of CPU per call: more than everything else a call does here.
-    """
-    with transient_failures(openai.APIStatusError, lambda exc: exc.status_code):
-        response = await client.post("/chat/completions", body=body, cast_to=object)
-    if not isinstance(response, dict):  # a body that is not JSON comes back as text
-        raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
-    return response
-
-
 class RemotePolicy(PluginConfig):
     """The transport settings of a plugin that calls a remote model. None of them is in the
     cache key: tuning throughput never invalidates a result."""
@@ -176,62 +163,6 @@ class Reply:
             served_model=response.get("served_model"),
             reasoning=response.get("reasoning"),
         )
-
-
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def two_image_content(
-    source: tuple[str | None, str], target: tuple[str | None, str], prompt: str
-) -> list[dict[str, Any]]:
-    """The OpenAI-style user turn every two-image plugin sends: (label, image URL) for the source,
-    then for the target, then the prompt. A label of ``None`` is left out."""
-    parts: list[dict[str, Any]] = []
-    for label, url in (source, target):
-        if label:
-            parts.append({"type": "text", "text": label})
-        parts.append({"type": "image_url", "image_url": {"url": url}})
-    parts.append({"type": "text", "text": prompt})
-    return parts
-
-
-def openai_reply(body: dict[str, Any]) -> Reply:
-    """A Chat Completions answer. Reasoning returned apart (``reasoning_content`` from Zhipu and
-    vLLM's reasoning parsers, ``reasoning`` elsewhere) is kept apart; a body without choices is
-    transient (a gateway's half answer)."""
-    choices = body.get("choices") or []
-    if not choices:
-        raise Retryable(f"the answer has no choices: {str(body)[:120]!r}")
-    message = choices[0].get("message") or {}
-    usage = body.get("usage") or {}
-    return Reply(
-        text=message.get("content") or "",
-        tokens_in=usage.get("prompt_tokens") or 0,
-        tokens_out=usage.get("completion_tokens") or 0,
-        finish_reason=choices[0].get("finish_reason"),
-        served_model=body.get("model"),
-        reasoning=message.get("reasoning_content") or message.get("reasoning") or None,
-    )
-
-
-def gemini_reply(response: Any) -> Reply:
-    """A google-genai ``GenerateContentResponse``: the text without thought parts, thought tokens
-    counted as output (Gemini bills them), the finish reason by name (``MAX_TOKENS``...)."""
-    usage = response.usage_metadata
-    finish = None
-    if response.candidates:
-        reason = response.candidates[0].finish_reason
-        finish = getattr(reason, "name", reason)
-    return Reply(
-        text=response.text or "",
-        tokens_in=(usage.prompt_token_count or 0) if usage else 0,
-        tokens_out=(
-            (usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0) if usage else 0
-        ),
-        finish_reason=None if finish is None else str(finish),
-        served_model=getattr(response, "model_version", None),
-    )
 
 
 class RateLimiter:
@@ -394,12 +325,8 @@ __all__ = [
     "RemotePolicy",
     "Reply",
     "Retryable",
-    "data_uri",
     "estimate_tokens",
-    "gemini_reply",
     "is_transport_error",
-    "openai_reply",
     "retry_after",
-    "two_image_content",
     "unset_if_empty",
 ]

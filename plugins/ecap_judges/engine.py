@@ -25,13 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ecap.calls import CallLog, CallRecord, request_hash
 from ecap.images import ImageReadError, prepare_image
 from ecap.interfaces import Judge, transport_field
+from ecap.providers import HostedEndpoint
 from ecap.records import Item, Reference, SampleError, Verdict
-from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens, unset_if_empty
+from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens
 
 from .prompts import SYSTEM, default_rubric
 from .rubric import Axis, Rubric, Scoring, UnparsableAnswer, format_reference
@@ -49,12 +50,15 @@ class JudgeRequest:
     temperature: float
     max_output_tokens: int
     image_hashes: tuple[str, ...] = ()
+    #: The texts before the source and the edited image: every provider sends them.
+    labels: tuple[str | None, str | None] = ("Source image:", "Edited image:")
 
     def identity(self) -> dict[str, Any]:
         """What the answer depends on (images by hash): the call log's key."""
         return {
             "system": self.system,
             "prompt": self.prompt,
+            "labels": list(self.labels),
             "images": list(self.image_hashes),
             "schema": self.schema,
             "temperature": self.temperature,
@@ -93,7 +97,7 @@ class Provider(ABC):
         """Close network clients."""
 
 
-class RubricJudgeConfig(RemotePolicy):
+class RubricJudgeConfig(RemotePolicy, HostedEndpoint):
     model: str = Field(description="judge model id, e.g. gemini-2.5-pro or gpt-4.1")
     rubric: Rubric = Field(
         default_factory=default_rubric,
@@ -110,8 +114,6 @@ class RubricJudgeConfig(RemotePolicy):
     temperature: float = 0.0
     max_output_tokens: int = Field(2048, ge=16)
     structured_output: bool = Field(True, description="send the answer's JSON schema")
-    api_key: SecretStr | None = Field(None, description="default: the SDK's environment variable")
-    base_url: str | None = Field(None, description="another endpoint (a proxy, a local server)")
     parse_attempts: int = transport_field(2, ge=1, description="asks per call when unparsable")
     batch: bool = transport_field(False, description="use the provider's batch API")
     batch_discount: float = transport_field(0.5, description="price factor of batch calls")
@@ -119,11 +121,6 @@ class RubricJudgeConfig(RemotePolicy):
         0.0, ge=0, description="seconds to wait for a batch job in-process before the step waits"
     )
     batch_poll_interval: float = transport_field(10.0, gt=0)
-
-    @field_validator("api_key", "base_url", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return unset_if_empty(value)
 
     @model_validator(mode="after")
     def _apply_weights(self) -> RubricJudgeConfig:

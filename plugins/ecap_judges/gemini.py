@@ -1,26 +1,26 @@
 """The ``gemini`` judge: Google's Gemini models through the google-genai SDK.
 
-The SDK's own retries are off (it ignores Retry-After); the engine retries instead. ``base_url``
-points it at another endpoint (a proxy, or ecap.testing's fake server).
+Clients, the message layout (the same labelled two-image turn as the OpenAI judge and the
+captioners send) and answers come from :mod:`ecap.providers.gemini`; the engine retries (the SDK's
+own retries are off). ``base_url`` points it at another endpoint (a proxy, or ecap.testing's fake
+server).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ecap.interfaces import require
-from ecap.remote import (
-    Reply,
-    gemini_reply,
-    transient_failures,
-)
+from ecap.providers import gemini, two_image_layout
+from ecap.remote import Reply
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 
+PLUGIN = "gemini judge"
 FINISHED = {"JOB_STATE_SUCCEEDED"}
 FAILED = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
@@ -32,24 +32,17 @@ class GeminiJudgeConfig(RubricJudgeConfig):
 
 class GeminiProvider(Provider):
     name = "gemini"
+    standard_key: ClassVar[tuple[str, ...]] = gemini.STANDARD_KEY
 
     def __init__(self, config: GeminiJudgeConfig) -> None:
-        genai = require("google.genai", "judges", "gemini")
-        self.types = require("google.genai.types", "judges", "gemini")
-        self.errors = require("google.genai.errors", "judges", "gemini")
-        options: dict[str, Any] = {"timeout": int(config.timeout * 1000)}
-        if config.base_url:
-            options["base_url"] = config.base_url
-        if config.api_version:
-            options["api_version"] = config.api_version
-        key = config.api_key.get_secret_value() if config.api_key else None
-        self.client = genai.Client(api_key=key, http_options=self.types.HttpOptions(**options))
+        self.gemini = gemini.connect(
+            config, timeout=config.timeout, api_version=config.api_version, plugin=PLUGIN
+        )
+        self.types = self.gemini.types
+        self.client = self.gemini.client
 
-    def _contents(self, request: JudgeRequest) -> list[Any]:
-        parts = [
-            self.types.Part.from_bytes(data=data, mime_type=mime) for data, mime in request.images
-        ]
-        return [*parts, request.prompt]
+    def _contents(self, request: JudgeRequest) -> Any:
+        return self.gemini.parts(two_image_layout(request.labels, request.prompt), request.images)
 
     def _config(self, request: JudgeRequest) -> Any:
         extra: dict[str, Any] = {}
@@ -66,11 +59,9 @@ class GeminiProvider(Provider):
         )
 
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        with transient_failures(self.errors.APIError, lambda exc: exc.code):
-            response = await self.client.aio.models.generate_content(
-                model=request.model, contents=self._contents(request), config=self._config(request)
-            )
-        return gemini_reply(response)
+        return await self.gemini.generate(
+            request.model, self._contents(request), self._config(request)
+        )
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         model = requests[0][1].model
@@ -98,7 +89,7 @@ class GeminiProvider(Provider):
             if entry.error is not None or entry.response is None:
                 answers[key] = f"batch request failed: {entry.error}"
             else:
-                answers[key] = gemini_reply(entry.response)
+                answers[key] = gemini.reply(entry.response)
         if job.dest and job.dest.file_name:
             lines = self.client.files.download(file=job.dest.file_name).decode().splitlines()
             for line in filter(None, lines):
@@ -106,13 +97,11 @@ class GeminiProvider(Provider):
         return answers
 
     def _file_line(self, line: str) -> dict[str, Reply | str]:
-        import json
-
         data = json.loads(line)
         if "response" not in data:
             return {data.get("key", ""): f"batch request failed: {data.get('error', data)}"}
         response = self.types.GenerateContentResponse.model_validate(data["response"])
-        return {data.get("key", ""): gemini_reply(response)}
+        return {data.get("key", ""): gemini.reply(response)}
 
     async def aclose(self) -> None:
         await self.client.aio.aclose()

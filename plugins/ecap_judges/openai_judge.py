@@ -1,34 +1,31 @@
 """The ``openai`` judge: OpenAI models, or any OpenAI-compatible server (vLLM serving Qwen3-VL as
-an open judge, a gateway) through ``base_url``. Uses the openai SDK with its retries off: the
-engine retries, honouring Retry-After and retry-after-ms."""
+an open judge, a gateway) through ``base_url``.
+
+Clients, the message layout (the same labelled two-image turn as the Gemini judge and the
+captioners send) and answers come from :mod:`ecap.providers.openai`; the engine retries (the
+SDK's own retries are off), honouring Retry-After and retry-after-ms."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
-from ecap.interfaces import require
-from ecap.remote import (
-    Reply,
-    Retryable,
-    data_uri,
-    openai_reply,
-    post_chat_completion,
-    two_image_content,
-)
+from ecap.providers import data_uri, openai, two_image_content
+from ecap.remote import Reply, Retryable
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 
+PLUGIN = "openai judge"
 FAILED = {"failed", "expired", "cancelled", "cancelling"}
 
 
 class OpenAIJudgeConfig(RubricJudgeConfig):
     model: str = Field("gpt-4.1", description="model id on the server")
-    json_mode: Literal["json_schema", "json_object", "none"] = Field(
+    json_mode: openai.JsonMode = Field(
         "json_schema", description="how to ask for JSON; some compatible servers lack json_schema"
     )
     extra_body: dict[str, Any] = Field(
@@ -40,24 +37,19 @@ class OpenAIProvider(Provider):
     name = "openai"
 
     def __init__(self, config: OpenAIJudgeConfig) -> None:
-        self.openai = require("openai", "judges", "openai")
         self.config = config
-        key = config.api_key.get_secret_value() if config.api_key else None
-        options = {
-            "api_key": key,
-            "base_url": config.base_url,
-            "max_retries": 0,
-            "timeout": config.timeout,
-        }
-        self.client = self.openai.AsyncOpenAI(**options)
-        self.sync_client = self.openai.OpenAI(**options)
+        self.client = openai.make_client(config, timeout=config.timeout, plugin=PLUGIN)
+        self.sync_client = openai.make_client(
+            config, timeout=config.timeout, plugin=PLUGIN, sync=True
+        )
 
     def body(self, request: JudgeRequest) -> dict[str, Any]:
         """The chat-completions body; the same for a direct call and a batch line."""
         (source, source_mime), (target, target_mime) = request.images
+        source_label, target_label = request.labels
         content = two_image_content(
-            ("Source image:", data_uri(source, source_mime)),
-            ("Edited image:", data_uri(target, target_mime)),
+            (source_label, data_uri(source, source_mime)),
+            (target_label, data_uri(target, target_mime)),
             request.prompt,
         )
         body: dict[str, Any] = {
@@ -68,20 +60,12 @@ class OpenAIProvider(Provider):
                 {"role": "system", "content": request.system},
                 {"role": "user", "content": content},
             ],
+            **openai.response_format(request.schema, self.config.json_mode),
         }
-        if request.schema is not None and self.config.json_mode == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "strict": True, "schema": request.schema},
-            }
-        elif request.schema is not None and self.config.json_mode == "json_object":
-            body["response_format"] = {"type": "json_object"}
         return {**body, **self.config.extra_body}
 
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        return openai_reply(
-            await post_chat_completion(self.openai, self.client, self.body(request))
-        )
+        return await openai.post_chat_completion(self.client, self.body(request), PLUGIN)
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         lines = "".join(
@@ -136,7 +120,7 @@ class OpenAIProvider(Provider):
 def _batch_reply(body: dict[str, Any]) -> Reply | str:
     """A batch line's answer; one without choices failed (there is no retrying it here)."""
     try:
-        return openai_reply(body)
+        return openai.reply(body)
     except Retryable as exc:
         return f"batch request failed: {exc}"
 

@@ -20,12 +20,14 @@ from urllib.parse import urlparse
 from pydantic import Field, model_validator
 
 from ecap.vlm import Sampling
+
 from .captioner import VLMCaptioner, VLMCaptionerConfig
 
 ZHIPU_API = "https://open.bigmodel.cn/api/paas/v4"
 API_HOSTS = ("open.bigmodel.cn", "api.z.ai")
-#: Options the openai-compatible backend gets unless the spec says otherwise.
-API_DEFAULTS = {"base_url": ZHIPU_API, "api_key_env": "ZHIPU_API_KEY"}
+#: Options the openai-compatible backend gets unless the spec says otherwise; the key is then
+#: $ZHIPU_API_KEY, Zhipu's standard variable (see ecap.providers.KNOWN_HOSTS).
+API_DEFAULTS = {"base_url": ZHIPU_API}
 
 
 class GLMCaptionerConfig(VLMCaptionerConfig):

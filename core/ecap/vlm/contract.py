@@ -69,8 +69,8 @@ from ..errors import EcapError
 from ..images import PreparedImage
 from ..interfaces import PluginConfig, PluginContext
 from ..models import ModelIdentity, describe_model
+from ..providers import two_image_content
 from ..records import SampleError
-from ..remote import two_image_content
 
 #: One image as sent to a model: what :func:`ecap.images.prepare_image` returns.
 ImageInput = PreparedImage

@@ -11,6 +11,8 @@
   ``requests_per_minute``, ``tokens_per_minute``, exponential backoff honouring Retry-After.
 - A request whose call still fails (retries spent, or refused outright) fails its pair alone; a
   setup problem (no API key, a missing SDK) fails the step once, before any call.
+- Clients, messages, answers and the key convention are :mod:`ecap.providers`', shared with the
+  judges.
 - ``base_url`` is semantic: another server may serve other weights under the same model name.
 - SDK clients belong to the event loop that made them: a backend used from a second
   ``asyncio.run`` makes new ones instead of reusing connections of a closed loop.
@@ -19,74 +21,23 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
-from urllib.parse import urlparse
-
-from pydantic import Field, SecretStr, field_validator
+from typing import Any, ClassVar
 
 from ecap.calls import CallLog, CallRecord, request_hash
 from ecap.errors import EcapError
 from ecap.hashing import semantic_config
-from ecap.interfaces import PluginContext, transport_field
+from ecap.interfaces import PluginContext
+from ecap.providers import HostedEndpoint
 from ecap.records import SampleError
-from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens, unset_if_empty
-
+from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens
 from ecap.vlm import BackendOptions, Generation, Outcome, VLMBackend, VLMRequest
 
-#: The key local OpenAI-compatible servers (vLLM, SGLang) accept when they check none.
-NO_KEY = "EMPTY"
 
-
-class RemoteOptions(RemotePolicy, BackendOptions):
-    base_url: str | None = Field(
-        None, description="the server's API root (semantic: another server, other weights)"
-    )
-    api_key: SecretStr | None = Field(
-        None, description=f"default: the api_key_env variable; {NO_KEY} for a server without keys"
-    )
-    api_key_env: str | None = transport_field(
-        None, description="environment variable to read the key from when api_key is unset"
-    )
-
-    @field_validator("api_key", "base_url", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return unset_if_empty(value)
-
-    def key(self) -> str | None:
-        """The API key: ``api_key``, else ``$api_key_env`` (empty counts as unset), else
-        :data:`NO_KEY` for a server on this machine, which needs none."""
-        if self.api_key is not None:
-            return self.api_key.get_secret_value()
-        value = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if value:
-            return value
-        return NO_KEY if is_loopback(self.base_url) else None
-
-    def check_key(self) -> None:
-        """Fail before any work, naming the variable, when there is no key to send."""
-        if self.key() is None:
-            where = f"${self.api_key_env}" if self.api_key_env else "options.api_key"
-            raise EcapError(
-                f"no API key: set {where} (or options.api_key; api_key: {NO_KEY} for a server "
-                "that checks none)"
-            )
-
-
-def is_loopback(url: str | None) -> bool:
-    host = urlparse(url).hostname if url else None
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+class RemoteOptions(RemotePolicy, BackendOptions, HostedEndpoint):
+    """Limits and prices (:class:`ecap.remote.RemotePolicy`) and where the model answers with
+    which key (:class:`ecap.providers.HostedEndpoint`, the judges' convention too)."""
 
 
 class RemoteBackend(VLMBackend):
@@ -95,6 +46,8 @@ class RemoteBackend(VLMBackend):
 
     Options = RemoteOptions
     options: RemoteOptions
+    #: The provider's standard key variables (see :meth:`ecap.providers.HostedEndpoint.key`).
+    standard_key: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, model: str, revision: str | None, options: BackendOptions, context: PluginContext
@@ -135,7 +88,7 @@ class RemoteBackend(VLMBackend):
         return request_hash(self.name, self.identity().label(), identity)
 
     async def generate(self, requests: Sequence[VLMRequest]) -> list[Outcome]:
-        self.options.check_key()
+        self.options.require_key(self.standard_key)
         keys = [[self.call_key(r, c) for c in range(r.n)] for r in requests]
         calls: CallLog | None = self.context.calls
         known = calls.lookup([k for ks in keys for k in ks]) if calls else {}
@@ -200,4 +153,4 @@ class RemoteBackend(VLMBackend):
         self._client = self._client_loop = None
 
 
-__all__ = ["NO_KEY", "RemoteBackend", "RemoteOptions", "is_loopback"]
+__all__ = ["RemoteBackend", "RemoteOptions"]
