@@ -17,6 +17,7 @@ from ..logs import configure
 from ..report.command import report_command
 from ..secrets import register_environment, scrub
 from . import db, export, init, pipeline, plugins, provenance, runs, testing
+from . import filter as filter_cli
 
 
 class _Group(click.Group):
@@ -65,7 +66,7 @@ def cli(ctx: click.Context, log_json: bool, verbose: bool) -> None:
     configure(json_lines=log_json or None, level=logging.INFO if verbose else logging.WARNING)
 
 
-for module in (init, pipeline, plugins, runs, provenance, export, db, testing):
+for module in (init, pipeline, plugins, runs, provenance, export, db, testing, filter_cli):
     cli.add_command(module.group)
 cli.add_command(plugins.schema)
 cli.add_command(report_command)
