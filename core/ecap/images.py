@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import io
 import math
 import mimetypes
+import os
+import socket
+import stat
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .records import ImageRef
 
@@ -26,23 +32,123 @@ ORIENTATION = 0x0112
 
 URL_SCHEMES = ("http://", "https://", "file://")
 
+#: Bytes one image may have, by default: far above any real photo, far below what hurts.
+MAX_IMAGE_BYTES = 256 * 2**20
+#: Redirects a download may follow, by default.
+MAX_REDIRECTS = 5
+_CHUNK = 1 << 16
+
 
 class ImageReadError(OSError):
-    """An image that cannot be read from where its reference points."""
+    """An image that cannot be read from where its reference points: the input's fault (a
+    missing or special file, a size over the limit, a download that failed or took too long),
+    so a sample failure, never a reason to retry a batch."""
 
 
-def read_bytes(location: str, timeout: float = 30.0) -> bytes:
-    """The bytes at a local path or an http(s)/file URL."""
-    if location.startswith(URL_SCHEMES):
-        try:
-            with urllib.request.urlopen(location, timeout=timeout) as response:
-                return response.read()
-        except OSError as exc:
-            raise ImageReadError(f"cannot download {location}: {exc}") from exc
+def read_bytes(
+    location: str,
+    timeout: float = 30.0,
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_redirects: int = MAX_REDIRECTS,
+) -> bytes:
+    """The bytes at a local path or an http(s)/file URL, read within bounds.
+
+    A path must name a regular file: a FIFO, a device or a folder is refused without being read
+    (opening a FIFO for reading would wait for a writer forever). Nothing over ``max_bytes`` is
+    kept. A download gets ``timeout`` seconds in all (connecting, redirects and every byte), not
+    per read, so a server that trickles bytes cannot hold a worker; it follows at most
+    ``max_redirects`` redirects.
+    """
+    if location.startswith("file://"):
+        location = urllib.request.url2pathname(urllib.parse.urlsplit(location).path)
+    elif location.startswith(URL_SCHEMES):
+        return _download(location, timeout, max_bytes, max_redirects)
+    return _read_file(location, max_bytes)
+
+
+def _read_file(location: str, max_bytes: int) -> bytes:
     try:
-        return Path(location).read_bytes()
+        # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer.
+        fd = os.open(location, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise ImageReadError(f"cannot read image {location}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(f"{location} is not a regular file (a FIFO, device or folder)")
+        if info.st_size > max_bytes:
+            raise ImageReadError(f"{location}: {info.st_size} bytes is over the {max_bytes} limit")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(max_bytes + 1)
+    except OSError as exc:
+        if isinstance(exc, ImageReadError):
+            raise
+        raise ImageReadError(f"cannot read image {location}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageReadError(f"{location}: grew over the {max_bytes} byte limit while read")
+    return data
+
+
+def _download(url: str, timeout: float, max_bytes: int, max_redirects: int) -> bytes:
+    deadline = time.monotonic() + timeout
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ImageReadError(f"cannot download {url}: took longer than {timeout:g} s")
+        return left
+
+    class _Redirects(urllib.request.HTTPRedirectHandler):
+        """Follows at most ``max_redirects``, each within the time left."""
+
+        max_redirections = max_redirects
+
+        def http_error_302(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> Any:
+            req.timeout = remaining()
+            return super().http_error_302(req, fp, code, msg, headers)
+
+        http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    opener = urllib.request.build_opener(_Redirects)
+    try:
+        with opener.open(url, timeout=remaining()) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise ImageReadError(
+                    f"cannot download {url}: {declared} bytes is over the {max_bytes} limit"
+                )
+            sock = _socket_of(response)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                if sock is not None:
+                    sock.settimeout(remaining())
+                chunk = response.read1(_CHUNK)
+                remaining()
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ImageReadError(f"cannot download {url}: over the {max_bytes} byte limit")
+                chunks.append(chunk)
+    except ImageReadError:
+        raise
+    except urllib.error.HTTPError as exc:
+        raise ImageReadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        if time.monotonic() >= deadline:
+            raise ImageReadError(f"cannot download {url}: took longer than {timeout:g} s") from exc
+        raise ImageReadError(f"cannot download {url}: {exc}") from exc
+
+
+def _socket_of(response: object) -> socket.socket | None:
+    """The socket under an http.client response, to bound each read by the time left."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def mime_type(ref: ImageRef) -> str:
@@ -93,7 +199,7 @@ def prepare_image(
     the original bytes (lossless and cheapest); anything else is re-encoded as PNG.
     ``ImageReadError`` (or its subclass :class:`ImageChanged`) says what is wrong.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     data = read_bytes(ref.uri)
     actual = hashlib.sha256(data).hexdigest()
@@ -116,9 +222,9 @@ def prepare_image(
             if small and not rotated and image.mode == "RGB" and image.format in PASS_THROUGH:
                 return PreparedImage(data, f"image/{image.format.lower()}", actual)
             upright = ImageOps.exif_transpose(image).convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
-        if isinstance(exc, ImageReadError):
-            raise
+    except ImageReadError:
+        raise
+    except Exception as exc:  # a decoder fed hostile bytes may raise anything: the file's fault
         raise ImageReadError(f"{ref.uri}: not a readable image ({exc})") from exc
     if max_pixels is not None and upright.width * upright.height > max_pixels:
         scale = math.sqrt(max_pixels / (upright.width * upright.height))

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, NoReturn, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +27,10 @@ ENV_PATTERN = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 Path_ = tuple[str, ...]
 M = TypeVar("M", bound=BaseModel)
 _SCALARS = yaml.constructor.SafeConstructor()
+#: Values a spec may expand to, and how deep it may nest. YAML aliases (``*name``) share nodes, so
+#: a few hundred bytes of aliases of aliases name a billion values; building them must stop early.
+MAX_SPEC_VALUES = 20_000
+MAX_SPEC_DEPTH = 64
 
 
 class StepOptions(BaseModel):
@@ -112,8 +116,18 @@ class _Located:
         self.lines: dict[Path_, int] = {}
         self.env_paths: set[Path_] = set()
         self.problems: list[SpecProblem] = []
+        self.built = 0
 
     def build(self, node: yaml.Node, path: Path_ = ()) -> Any:
+        self.built += 1
+        if len(path) > MAX_SPEC_DEPTH:
+            self.refuse(node, f"nests deeper than {MAX_SPEC_DEPTH} levels (an alias in itself?)")
+        if self.built > MAX_SPEC_VALUES:
+            self.refuse(
+                node,
+                f"expands to more than {MAX_SPEC_VALUES} values: YAML aliases (*name) of "
+                "aliases? Write the values out instead",
+            )
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
@@ -146,6 +160,13 @@ class _Located:
             return ""
 
         self.env_paths.add(path)
+        for match in ENV_PATTERN.finditer(value):
+            if _unmatched_brace(value, match.end()):
+                self.problem(
+                    path,
+                    f"'}}' after {match.group(0)}: a default cannot contain '}}' "
+                    "(the reference ends at the first one)",
+                )
         return ENV_PATTERN.sub(substitute, value)
 
     def line(self, path: Path_) -> int | None:
@@ -157,6 +178,25 @@ class _Located:
 
     def problem(self, path: Path_, message: str) -> None:
         self.problems.append(SpecProblem(self.file, self.line(path), ".".join(path), message))
+
+    def refuse(self, node: yaml.Node, why: str) -> NoReturn:
+        """Stop building: the document is too big to build, whatever else is wrong with it."""
+        raise SpecError([SpecProblem(self.file, node.start_mark.line + 1, "", f"the spec {why}")])
+
+
+def _unmatched_brace(text: str, start: int) -> bool:
+    """Whether a ``}`` without its ``{`` follows ``start`` before the next ``${env:``: the rest of
+    a default that held a ``}``, which would otherwise be cut short without a word."""
+    end = text.find("${env:", start)
+    depth = 0
+    for char in text[start : end if end >= 0 else len(text)]:
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            if depth == 0:
+                return True
+            depth -= 1
+    return False
 
 
 STEP_KEYS = {"from", "with", *StepOptions.model_fields}
@@ -179,6 +219,10 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
     located = _Located(str(path))
     try:
         node = yaml.compose(text)
+    except RecursionError as exc:
+        raise SpecError(
+            [SpecProblem(str(path), None, "", "invalid YAML: nested too deeply")]
+        ) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None

@@ -5,18 +5,24 @@ or http(s)/file URLs), and optionally ``instruction``, ``category``, and the ref
 ``primary``, ``secondary`` (JSON lists, or ``;``-separated in CSV) and ``overall``. Any other column
 is kept in the pair's ``meta``.
 
-Every image is read, hashed and decoded on import. A row whose image is missing, corrupt or too
-large fails alone, with the reason; the other rows import.
+Every image is read, hashed and decoded on import. A row whose image is missing, corrupt, too
+large, not a regular file or outside ``images_root`` fails alone, with the reason; so does a line
+that is not valid in the file's ``encoding`` (with its line number and byte offset) or longer than
+``max_row_bytes``. The other rows import. The file is read line by line, never whole.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import json
 import os
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ecap.errors import EcapError
 from ecap.hashing import digest
-from ecap.images import URL_SCHEMES, ImageReadError, read_bytes
+from ecap.images import MAX_IMAGE_BYTES, MAX_REDIRECTS, URL_SCHEMES, ImageReadError, read_bytes
 from ecap.interfaces import PluginConfig, Source, SourceRow, transport_field
 from ecap.records import ImageRef, Instruction, Item, Pair, Reference, SampleError
 
@@ -34,8 +40,13 @@ KNOWN_COLUMNS = {"source", "target", "instruction", "category", "primary", "seco
 class CsvSourceConfig(PluginConfig):
     path: str = Field(description="CSV or JSONL file, relative to the spec")
     format: Literal["auto", "csv", "jsonl"] = Field("auto", description="auto: by file extension")
+    encoding: str = Field(
+        "utf-8-sig", description="the file's text encoding (any that keeps ASCII as it is)"
+    )
     images_root: str | None = Field(
-        None, description="folder that relative image paths start from (default: the file's)"
+        None,
+        description="folder that relative image paths start from (default: the file's); when "
+        "set, every image must be inside it: absolute paths, '..' and links out are refused",
     )
     instruction_origin: Literal["reference", "human", "model"] = Field(
         "reference", description="origin recorded for instructions found in the file"
@@ -46,7 +57,27 @@ class CsvSourceConfig(PluginConfig):
         "by (default: the file's name)",
     )
     max_image_pixels: int = Field(64_000_000, ge=1, description="larger images fail their row")
-    url_timeout: float = transport_field(30.0, description="seconds per image download")
+    max_image_bytes: int = Field(MAX_IMAGE_BYTES, ge=1, description="larger files fail their row")
+    max_row_bytes: int = Field(1 << 20, ge=1, description="longer lines fail their row")
+    url_timeout: float = transport_field(
+        30.0, gt=0, description="seconds per image download, in all (not per read)"
+    )
+    max_redirects: int = transport_field(
+        MAX_REDIRECTS, ge=0, description="redirects an image download may follow"
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _ascii_compatible(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        if '\n,"'.encode(value, errors="replace") != b'\n,"':
+            raise ValueError(
+                f"{value!r} does not keep ASCII as it is (use utf-8, latin-1, cp1252...)"
+            )
+        return value
 
 
 class _Row(BaseModel):
@@ -110,23 +141,51 @@ class CsvSource(Source):
         fmt = self.config.format
         if fmt == "auto":
             fmt = "jsonl" if self.file.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
+        if self.file.exists() and not self.file.is_file():  # a FIFO would block, a device not end
+            raise EcapError(f"csv source: {self.file} is not a regular file")
         try:
-            text = self.file.read_text(encoding="utf-8-sig")
+            with self.file.open("rb") as raw:
+                lines = _lines(raw, self.config.encoding, self.config.max_row_bytes)
+                yield from (self._csv_rows(lines) if fmt == "csv" else _jsonl_rows(lines))
         except OSError as exc:
             raise EcapError(f"csv source: cannot read {self.file}: {exc.strerror}") from exc
-        if fmt == "csv":
-            reader = csv.DictReader(io.StringIO(text))
-            for data in reader:
-                yield reader.line_num, {k: v for k, v in data.items() if k is not None}
+
+    def _csv_rows(self, lines: Iterator[_Line]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """CSV records with the number of their first line; a record with a bad line (or one
+        the csv module refuses) becomes an error row, and reading goes on after it."""
+        problems: dict[int, str] = {}
+
+        def texts() -> Iterator[str]:
+            for line in lines:
+                if line.problem:
+                    problems[line.number] = line.problem
+                yield line.text
+
+        reader = csv.DictReader(texts())
+        try:
+            header = reader.fieldnames
+        except csv.Error as exc:
+            raise EcapError(f"csv source: {self.file}: header: {exc}") from exc
+        if bad := [problems[n] for n in range(1, reader.line_num + 1) if n in problems]:
+            raise EcapError(f"csv source: {self.file}: header: {bad[0]}")
+        if not header:
             return
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+        first = reader.line_num + 1
+        while True:
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                data = {"_error": f"invalid JSON: {exc.msg}"}
-            yield number, data if isinstance(data, dict) else {"_error": "not a JSON object"}
+                data = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield first, {"_error": f"not a CSV record: {exc}"}
+                first = reader.line_num + 1
+                continue
+            bad = [problems.pop(n) for n in range(first, reader.line_num + 1) if n in problems]
+            if bad:
+                yield first, {"_error": bad[0]}
+            else:
+                yield first, {k: v for k, v in data.items() if k is not None}
+            first = reader.line_num + 1
 
     def _stat(self, location: Any) -> list[int] | None:
         if not isinstance(location, str) or "://" in location:
@@ -184,15 +243,38 @@ class CsvSource(Source):
         return inspect_image(data, uri, self.config.max_image_pixels)
 
     def _fetch(self, location: str) -> tuple[bytes, str]:
-        uri = (
-            location
-            if location.startswith(URL_SCHEMES)
-            else str((self.images_root / location).resolve())
-        )
+        uri = self._uri(location)
         try:
-            return read_bytes(uri, self.config.url_timeout), uri
+            data = read_bytes(
+                uri,
+                self.config.url_timeout,
+                max_bytes=self.config.max_image_bytes,
+                max_redirects=self.config.max_redirects,
+            )
         except ImageReadError as exc:
             raise ImageError(str(exc).replace(uri, location)) from exc
+        return data, uri
+
+    def _uri(self, location: str) -> str:
+        """Where to read ``location`` from; with ``images_root`` set, only paths inside it."""
+        if self.config.images_root is None:
+            if location.startswith(URL_SCHEMES):
+                return location
+            return str((self.images_root / location).resolve())
+        if location.startswith(("http://", "https://")):
+            return location
+        path = Path(location)
+        if location.startswith("file://"):
+            path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(location).path))
+        if path.is_absolute():
+            raise ImageError(f"{location}: an absolute path, refused with images_root set")
+        if ".." in path.parts:
+            raise ImageError(f"{location}: '..' is refused with images_root set")
+        root = self.images_root
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise ImageError(f"{location}: a link that leads out of images_root {root}")
+        return str(resolved)
 
 
 class ImageError(Exception):
@@ -201,7 +283,7 @@ class ImageError(Exception):
 
 def inspect_image(data: bytes, uri: str, max_pixels: int) -> ImageRef:
     """Hash the bytes and decode the image fully, so that corrupt files fail here, not later."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -209,14 +291,59 @@ def inspect_image(data: bytes, uri: str, max_pixels: int) -> ImageRef:
             if width * height > max_pixels:
                 raise ImageError(f"{uri}: {width}x{height} is over max_image_pixels={max_pixels}")
             image.load()
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        SyntaxError,
-        ValueError,
-    ) as exc:
+    except ImageError:
+        raise
+    except Exception as exc:  # a decoder fed hostile bytes may raise anything: the file's fault
         raise ImageError(f"{uri}: not a readable image ({exc})") from exc
     return ImageRef(
         uri=uri, sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
     )
+
+
+@dataclass
+class _Line:
+    """One line of the file: its number, its text, and what is wrong with it (if anything)."""
+
+    number: int
+    text: str
+    problem: str | None = None
+
+
+def _lines(raw: io.BufferedIOBase, encoding: str, max_bytes: int) -> Iterator[_Line]:
+    """The file's lines, decoded one at a time: a byte that is not valid in ``encoding`` spoils
+    only its line (the text keeps its shape with U+FFFD in its place, so CSV records around it
+    still parse), and a line over ``max_bytes`` is skipped, not held in memory."""
+    offset = 0
+    number = 0
+    while data := raw.readline(max_bytes + 1):
+        number += 1
+        start, offset = offset, offset + len(data)
+        if len(data) > max_bytes and not data.endswith(b"\n"):
+            while (more := raw.readline(1 << 16)) and not more.endswith(b"\n"):
+                offset += len(more)
+            offset += len(more)
+            yield _Line(number, "\n", f"line longer than max_row_bytes={max_bytes}")
+            continue
+        try:
+            yield _Line(number, data.decode(encoding))
+        except UnicodeDecodeError as exc:
+            yield _Line(
+                number,
+                data.decode(encoding, errors="replace"),
+                f"byte offset {start + exc.start}: byte 0x{data[exc.start]:02x} is not valid "
+                f"{encoding} (set encoding: to the file's)",
+            )
+
+
+def _jsonl_rows(lines: Iterator[_Line]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for line in lines:
+        if line.problem:
+            yield line.number, {"_error": line.problem}
+            continue
+        if not line.text.strip():
+            continue
+        try:
+            data = json.loads(line.text)
+        except json.JSONDecodeError as exc:
+            data = {"_error": f"invalid JSON: {exc.msg}"}
+        yield line.number, data if isinstance(data, dict) else {"_error": "not a JSON object"}
