@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -32,10 +32,6 @@ def no_secrets_between_tests() -> Iterator[None]:
     forget_secrets()
     yield
     forget_secrets()
-
-
-def spec(body: str) -> str:
-    return textwrap.dedent(body).lstrip()
 
 
 # Each spelling holds KEY (or its lines) under a secret-looking name, and "keep-me" elsewhere.
@@ -146,3 +142,60 @@ def test_redacted_text_parses_back_when_the_secret_was_quoted_in_json() -> None:
     assert stored.startswith('{"with": {"api_key": ***') and yaml.safe_load(
         stored.replace(REDACTED, '"x"')
     ) == {"with": {"api_key": "x", "model": "keep-me"}}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs the runner to register the run's secrets (ecap.secrets.register_config on the "
+    "spec and each step's validated config, register_environment) and to scrub failure "
+    "messages and call-log rows (SampleError.from_exception, CallLog.record/mark_error/"
+    "complete_submitted): core/ecap/runner.py, records.py, calls.py are not this change's files",
+)
+def test_a_key_a_server_echoes_back_is_stored_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openai")
+    from sqlalchemy import select
+
+    from ecap.store.schema import ApiCall, Run, SampleFailure
+    from ecap.testing import FakeLLMServer, LLMError, make_pairs, query_store, run_spec
+
+    def echo_the_key(request: object) -> object:
+        raise LLMError(400, f"Incorrect API key provided: {KEY}. Find your key at ...")
+
+    make_pairs(tmp_path, 2)
+    with FakeLLMServer(echo_the_key) as server:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(
+            json.dumps(
+                {
+                    "name": "echo",
+                    "steps": {
+                        "pairs": {"source": "csv", "with": {"path": "pairs.csv"}},
+                        "judge": {
+                            "judge": "openai",
+                            "from": "pairs",
+                            "max_error_rate": 1,
+                            "with": {
+                                "model": "gpt-4.1",
+                                "api_key": KEY,
+                                "base_url": server.openai_base_url,
+                                "max_attempts": 1,
+                            },
+                        },
+                    },
+                }
+            )
+        )
+        configure(json_lines=False, level=logging.INFO)
+        run_spec(spec, store=f"sqlite:///{tmp_path / 'ecap.db'}")
+    store = tmp_path / "ecap.db"
+    stored = [
+        *query_store(store, select(SampleFailure.message)),
+        *map(str, query_store(store, select(ApiCall.error))),
+        *map(str, query_store(store, select(ApiCall.response))),
+        *query_store(store, select(Run.spec_text)),
+    ]
+    assert any("Incorrect API key provided" in text for text in stored), "the echo was stored"
+    assert not [text for text in stored if KEY in text]
+    assert KEY not in capsys.readouterr().err
