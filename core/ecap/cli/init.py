@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from ..errors import EcapError
+
+RGB = tuple[int, int, int]
 
 STARTER = """\
 # An ecap pipeline: each step names its kind and plugin (`source: csv`), reads the outputs of
@@ -65,24 +68,37 @@ steps:
       path: out/dataset.jsonl
 """
 
-#: The two starter pairs: a square that changes colour, and one that moves.
+
+@dataclass(frozen=True)
+class StarterPair:
+    """A 20-pixel square on white, before and after one edit, with its ground truth."""
+
+    name: str
+    before: tuple[int, int, RGB]  # the square's top-left corner and colour
+    after: tuple[int, int, RGB]
+    instruction: str
+    primary: str
+    overall: str
+
+
+RED, BLUE = (200, 30, 30), (30, 60, 200)
 PAIRS = [
-    {
-        "name": "recolour",
-        "source": ((16, 16), (200, 30, 30)),
-        "target": ((16, 16), (30, 60, 200)),
-        "instruction": "Change the red square to blue.",
-        "primary": ["the square's colour changes from red to blue"],
-        "overall": "A red square on a white background becomes blue.",
-    },
-    {
-        "name": "move",
-        "source": ((8, 20), (200, 30, 30)),
-        "target": ((36, 20), (200, 30, 30)),
-        "instruction": "Move the red square from the left edge to the right edge.",
-        "primary": ["the red square moves from the left to the right"],
-        "overall": "The red square is moved across to the right.",
-    },
+    StarterPair(
+        "recolour",
+        (16, 16, RED),
+        (16, 16, BLUE),
+        "Change the red square to blue.",
+        "the square's colour changes from red to blue",
+        "A red square on a white background becomes blue.",
+    ),
+    StarterPair(
+        "move",
+        (8, 20, RED),
+        (36, 20, RED),
+        "Move the red square from the left edge to the right edge.",
+        "the red square moves from the left to the right",
+        "The red square is moved across to the right.",
+    ),
 ]
 
 
@@ -107,7 +123,7 @@ def group(path: str, force: bool) -> None:
 
 
 def _image_names() -> list[str]:
-    return [f"{pair['name']}-{side}.png" for pair in PAIRS for side in ("source", "target")]
+    return [f"{pair.name}-{side}.png" for pair in PAIRS for side in ("source", "target")]
 
 
 def _write_pairs(data: Path) -> None:
@@ -118,19 +134,18 @@ def _write_pairs(data: Path) -> None:
     rows = []
     for pair in PAIRS:
         files = {}
-        for side in ("source", "target"):
-            (x, y), colour = pair[side]  # type: ignore[misc]
+        for side, (x, y, colour) in (("source", pair.before), ("target", pair.after)):
             image = Image.new("RGB", (64, 64), (255, 255, 255))
             ImageDraw.Draw(image).rectangle((x, y, x + 20, y + 20), fill=colour)
-            files[side] = f"images/{pair['name']}-{side}.png"
+            files[side] = f"images/{pair.name}-{side}.png"
             image.save(data / files[side])
         rows.append(
             {
                 **files,
-                "instruction": pair["instruction"],
-                "primary": json.dumps(pair["primary"]),
+                "instruction": pair.instruction,
+                "primary": json.dumps([pair.primary]),
                 "secondary": "[]",
-                "overall": pair["overall"],
+                "overall": pair.overall,
             }
         )
     with (data / "pairs.csv").open("w", newline="") as out:

@@ -66,7 +66,7 @@ def run(
     with interrupted_by_signals():
         result = runner.run()
     rows = [
-        {"step": o.step_id, "status": o.status, **o.counts, "error": o.error or ""}
+        {"step": o.step_id, "status": o.status, **(o.counts or {}), "error": o.error or ""}
         for o in result.steps.values()
     ]
     if as_json:
@@ -87,7 +87,7 @@ def run(
                 {
                     "step": o.step_id,
                     "status": o.status,
-                    "samples": samples(o.counts),
+                    "samples": samples(o.counts or {}),
                     "note": note(o.status, o.error),
                 }
                 for o in result.steps.values()
@@ -97,7 +97,7 @@ def run(
             title=f"run {result.run_id}: {result.status}",
         )
         console.print(f"store: {store.redacted_url}")
-        failed = sum(o.counts.get("failed", 0) for o in result.steps.values())
+        failed = sum((o.counts or {}).get("failed", 0) for o in result.steps.values())
         if failed or result.status == "failed":
             where = shlex.quote(store_ref or spec_path)
             what = f"{failed} sample{'s' if failed != 1 else ''} failed" if failed else "It failed"
