@@ -347,3 +347,35 @@ def test_a_sample_another_writer_finished_first_is_not_an_error(store_url):
     assert second.finished(["k7"]) == {"k7": [{"pair": pair.id}]}
     assert second.edges(src=("pair", pair.id)) == []
     assert second.failures([late]) == []
+
+
+# -- filters are literal ----------------------------------------------------------------------
+
+
+def test_query_filters_and_id_prefixes_are_literal_unless_like_is_asked(store_url):
+    """``%`` and ``_`` in a filter value or an id prefix match themselves, not any text."""
+    from ecap.provenance import query
+
+    store = Store(store_url)
+    step_run = start_step(store)
+    pair = a_pair(3)
+    store.save_batch(
+        step_run,
+        "ecap1:step",
+        "pairs",
+        [CompletedSample("k3", "r3", [{"pair": pair.id}])],
+        [],
+        [pair],
+    )
+    run_id = store.step_run(step_run)["run_id"]
+
+    assert query(store, record_type="pair", run="%") == []
+    assert query(store, record_type="pair", run="_" + run_id[1:]) == []
+    assert query(store, record_type="pair", step="pair_") == []
+    assert [r["id"] for r in query(store, record_type="pair", run=run_id[:4])] == [pair.id]
+    assert [r["id"] for r in query(store, record_type="pair", step="pair_", like=True)] == [pair.id]
+    assert [r["id"] for r in query(store, record_type="pair", run="%", like=True)] == [pair.id]
+    assert store.run("%") is None
+    assert store.latest_step_run("pairs", "%") is None
+    assert store.find("%") == []
+    assert store.find(pair.id[:6])[0][1].id == pair.id

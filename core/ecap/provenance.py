@@ -157,8 +157,13 @@ def query(
     min_score: float | None = None,
     max_score: float | None = None,
     limit: int = 50,
+    like: bool = False,
 ) -> list[dict[str, Any]]:
     """Records of one type matching every given filter, newest first.
+
+    Filter values are literal: ``run`` is an id prefix, ``step`` and ``plugin`` whole names, and
+    ``%`` or ``_`` in them match only themselves. With ``like=True`` they are SQL ``LIKE``
+    patterns instead (``run`` still a prefix).
 
     Score bounds apply to a record's scores (``score_name`` picks a value; without it, a score
     record's first value) or, for verdicts, to the weighted S.
@@ -170,11 +175,11 @@ def query(
     table = RECORD_TABLES[record_type]
     stmt = select(table).join(StepRun, StepRun.id == table.step_run_id, isouter=True)
     if step:
-        stmt = stmt.where(StepRun.step_id == step)
+        stmt = stmt.where(StepRun.step_id.like(step) if like else StepRun.step_id == step)
     if plugin:
-        stmt = stmt.where(StepRun.plugin == plugin)
+        stmt = stmt.where(StepRun.plugin.like(plugin) if like else StepRun.plugin == plugin)
     if run:
-        stmt = stmt.where(StepRun.run_id.startswith(run))
+        stmt = stmt.where(StepRun.run_id.startswith(run, autoescape=not like))
     if origin:
         if table is not InstructionRow:
             raise EcapError("--origin applies to instructions only")

@@ -227,10 +227,9 @@ class Store:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
+            prefixed = Run.id.startswith(run_id, autoescape=True)  # % and _ are literal
             row = (
-                conn.execute(select(Run).where(Run.id.startswith(run_id)).order_by(Run.id.desc()))
-                .mappings()
-                .first()
+                conn.execute(select(Run).where(prefixed).order_by(Run.id.desc())).mappings().first()
             )
             return dict(row) if row else None
 
@@ -249,7 +248,7 @@ class Store:
     def latest_step_run(self, step_id: str, run_id: str | None = None) -> dict[str, Any] | None:
         query = select(StepRun).where(StepRun.step_id == step_id)
         if run_id:
-            query = query.where(StepRun.run_id.startswith(run_id))
+            query = query.where(StepRun.run_id.startswith(run_id, autoescape=True))
         with self.engine.connect() as conn:
             row = conn.execute(query.order_by(StepRun.id.desc())).mappings().first()
             return dict(row) if row else None
@@ -595,11 +594,8 @@ class Store:
             if found:
                 return found
             for record_type, table in RECORD_TABLES.items():
-                ids = (
-                    conn.execute(select(table.id).where(table.id.startswith(record_id)).limit(5))
-                    .scalars()
-                    .all()
-                )
+                prefixed = table.id.startswith(record_id, autoescape=True)
+                ids = conn.execute(select(table.id).where(prefixed).limit(5)).scalars().all()
                 found.extend(
                     (record_type, r) for r in self.records(record_type, ids, conn).values()
                 )
