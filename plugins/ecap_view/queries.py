@@ -71,8 +71,11 @@ class Dialect:
 
     def key_order(self, column: str) -> str:
         """``column`` in a WHERE clause where the primary key, not an index on ``column``, should
-        drive the scan: SQLite's planner otherwise reads every matching row of a big step through
-        the secondary index and sorts them all before returning the first page."""
+        drive the scan. SQLite's planner (the store keeps no statistics) otherwise reads every
+        matching row through the secondary index and sorts them all before returning the first
+        page: 124 ms for a step's pairs, 212 ms for a category, on 200,000 pairs, against under
+        1 ms walking the key in order and stopping at the page's end. The cost moves to rare
+        values, which a walk in key order meets late (a full scan at worst)."""
         return f"+{column}" if self.name == "sqlite" else column
 
 
@@ -357,13 +360,13 @@ def _search_sql(
     params: dict[str, Any] = {"after": after} if after else {}
     expanding: list[str] = []
     if filters.category:
-        where.append("p.category = :category")
+        where.append(f"{d.key_order('p.category')} = :category")
         params["category"] = filters.category
     if filters.model:
         where.append("i.author = :model")
         params["model"] = filters.model
     if filters.origin:
-        where.append("i.origin = :origin")
+        where.append(f"{d.key_order('i.origin')} = :origin")
         params["origin"] = filters.origin
     if filters.benchmark:
         joins.append("LEFT JOIN step_runs ps ON ps.id = p.step_run_id")
