@@ -127,7 +127,7 @@ def test_the_holder_says_which_run_process_and_host_since_when(store_url):
     assert description.endswith(" UTC")
 
 
-# -- ClaimedWork -------------------------------------------------------------------------------------
+# -- ClaimedWork ---------------------------------------------------------------------------------
 
 
 def test_two_workers_split_a_step_and_each_sample_is_computed_once(store_url):
@@ -169,9 +169,11 @@ def test_a_worker_waits_for_a_live_holder_and_serves_its_results(store_url, capl
 
     finisher = threading.Thread(target=other_finishes)
     finisher.start()
-    with caplog.at_level(logging.WARNING, logger="ecap"):
-        with ClaimedWork(store, STEP, run_id="01ME", poll_seconds=0.05) as work:
-            batches = list(work.batches(keys(5), 10))
+    with (
+        caplog.at_level(logging.WARNING, logger="ecap"),
+        ClaimedWork(store, STEP, run_id="01ME", poll_seconds=0.05) as work,
+    ):
+        batches = list(work.batches(keys(5), 10))
     finisher.join()
 
     assert batches == [keys(5)[3:]]
@@ -181,6 +183,31 @@ def test_a_worker_waits_for_a_live_holder_and_serves_its_results(store_url, capl
     assert busy[0].startswith(
         "store busy: run 01OTHER by pid 4242 on host elsewhere since 2026-01-02 03:04:05 UTC"
     )
+
+
+def test_waiting_in_an_event_loop_does_not_block_it(store_url):
+    import asyncio
+
+    store = Store(store_url)
+    store.claim(STEP, keys(2), Holder.this_process("01OTHER"), 60)
+    ticks: list[float] = []
+
+    async def other_finishes() -> None:
+        for _ in range(8):
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.05)
+        compute(store, a_step_run(store), keys(2))
+
+    async def worker() -> list[list[str]]:
+        with ClaimedWork(store, STEP, run_id="01ME", poll_seconds=0.05) as work:
+            return [batch async for batch in work.abatches(keys(3), 10)]
+
+    async def both() -> list[list[str]]:
+        batches, _ = await asyncio.gather(worker(), other_finishes())
+        return batches
+
+    assert asyncio.run(both()) == [keys(3)[2:]]
+    assert len(ticks) == 8
 
 
 def test_a_dead_holders_samples_go_to_the_next_worker_when_its_lease_lapses(store_url):
@@ -266,3 +293,67 @@ def test_four_processes_on_postgres_split_the_work(store_url):
         pytest.skip("the PostgreSQL variant")
     computed = _workers(store_url, 4, 200)
     assert Counter(computed) == Counter(keys(200))
+
+
+# -- whole runs ----------------------------------------------------------------------------------
+
+RUN_WITH_FAKES = """
+import sys
+from ecap.cli import main
+from ecap.plugins import set_registry
+from ecap.testing import registry_with_fakes
+set_registry(registry_with_fakes())
+main(sys.argv[1:])
+"""
+
+RUNNER_CLAIMS = pytest.mark.xfail(strict=True, reason="runner does not claim yet")
+
+
+def _concurrent_runs(tmp_path: Path, store: str, count: int, template: str) -> list[str]:
+    """Start ``count`` runs of one spec (a CSV source and a fake captioner that logs every
+    sample it is given) at once on ``store``; returns the pairs the captioner was given."""
+    csv_file = make_pairs(tmp_path, 24)
+    history = tmp_path / f"calls-{template}.jsonl"
+    spec = tmp_path / f"spec-{template}.yaml"
+    spec.write_text(
+        f"store: {store}\n"
+        "steps:\n"
+        f"  pairs: {{source: csv, with: {{path: {csv_file}}}, batch_size: 4}}\n"
+        "  captions:\n"
+        "    caption: fake\n"
+        "    from: pairs\n"
+        "    batch_size: 2\n"
+        f"    with: {{delay: 0.1, history_file: {history}, template: '{template} {{category}}'}}\n"
+    )
+    script = tmp_path / "run.py"
+    script.write_text(RUN_WITH_FAKES)
+    command = [sys.executable, str(script), "pipeline", "run", str(spec), "--no-progress"]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err
+        assert "Traceback" not in err and "UNIQUE" not in err and "aborted" not in err, err
+    return [json.loads(line)["pair"] for line in history.read_text().splitlines()]
+
+
+@RUNNER_CLAIMS
+def test_two_runs_on_sqlite_caption_each_pair_once(tmp_path):
+    captioned = _concurrent_runs(tmp_path, f"sqlite:///{tmp_path / 'ecap.db'}", 2, "first")
+    assert len(set(captioned)) == 24
+    assert Counter(captioned).most_common(1)[0][1] == 1, "a pair was captioned twice"
+
+
+@RUNNER_CLAIMS
+@pytest.mark.postgres
+def test_four_runs_on_postgres_caption_each_pair_once_on_a_new_and_an_existing_store(
+    store_url, tmp_path
+):
+    if not store_url.startswith("postgresql"):
+        pytest.skip("the PostgreSQL variant")
+    for template in ("first", "second"):  # a new database, then the same one with new work
+        captioned = _concurrent_runs(tmp_path, store_url, 4, template)
+        assert len(set(captioned)) == 24
+        assert Counter(captioned).most_common(1)[0][1] == 1, "a pair was captioned twice"

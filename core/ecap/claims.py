@@ -7,7 +7,8 @@ no sample is computed (or paid for) twice; samples another process holds are wai
 read from the store. A claim is a lease: a heartbeat renews it while its holder lives, and it
 lapses when the holder is killed, so the samples of a dead process go to the next one.
 
-The runner uses it like this::
+The runner uses it like this (``abatches`` is the same for an event loop; take the next batch
+only when a worker is free to compute it, so that the other processes get the rest)::
 
     with ClaimedWork(store, step_key, run_id=run_id) as work:
         for keys in work.batches(todo_cache_keys, batch_size):
@@ -18,11 +19,12 @@ The runner uses it like this::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 
 from .store import Store
@@ -84,25 +86,21 @@ class ClaimedWork:
     def batches(self, cache_keys: Sequence[str], size: int) -> Iterator[list[str]]:
         """Batches of at most ``size`` keys that this process now holds, until every key is
         either computed here or finished by another process (those end up in
-        :attr:`finished_elsewhere`). Call :meth:`done` once a batch is saved."""
-        queue = deque(dict.fromkeys(cache_keys))
-        held_elsewhere: list[str] = []
-        while queue or held_elsewhere:
-            if not queue:
-                queue.extend(self._wait_for_others(held_elsewhere))
-                held_elsewhere = []
-                continue
-            window = [queue.popleft() for _ in range(min(size, len(queue)))]
-            granted = self.store.claim(self.step_key, window, self.holder, self.lease_seconds)
-            if granted:
-                with self._lock:
-                    self._held.update(granted)
-                yield granted
-            rest = [key for key in window if key not in set(granted)]
-            if rest:
-                finished = self.store.finished(rest)
-                self.finished_elsewhere.extend(key for key in rest if key in finished)
-                held_elsewhere.extend(key for key in rest if key not in finished)
+        :attr:`finished_elsewhere`). Call :meth:`done` once a batch is saved. Claims are taken
+        one batch at a time, as the caller asks for the next, so other processes get the rest."""
+        for batch in self._schedule(cache_keys, size):
+            if batch is None:
+                time.sleep(self.poll_seconds)
+            else:
+                yield batch
+
+    async def abatches(self, cache_keys: Sequence[str], size: int) -> AsyncIterator[list[str]]:
+        """:meth:`batches` for an event loop: waiting for others does not block it."""
+        for batch in self._schedule(cache_keys, size):
+            if batch is None:
+                await asyncio.sleep(self.poll_seconds)
+            else:
+                yield batch
 
     def done(self, cache_keys: Sequence[str]) -> None:
         """This process is through with ``cache_keys``: finished ones lost their claim when they
@@ -111,20 +109,38 @@ class ClaimedWork:
             self._held.difference_update(cache_keys)
         self.store.release(cache_keys, self.holder)
 
-    def _wait_for_others(self, keys: list[str]) -> list[str]:
-        """Wait while other processes hold every one of ``keys``; returns those still to do here
-        (their holder released them, or its lease lapsed), after moving finished ones aside."""
-        while True:
-            finished = self.store.finished(keys)
-            self.finished_elsewhere.extend(key for key in keys if key in finished)
-            keys = [key for key in keys if key not in finished]
-            if not keys:
-                return []
-            holders = self.store.claim_holders(keys)
-            if len(holders) < len(keys):
-                return keys
-            self._announce(holders)
-            time.sleep(self.poll_seconds)
+    def _schedule(self, cache_keys: Sequence[str], size: int) -> Iterator[list[str] | None]:
+        """Batches granted to this process, or ``None`` where every key left is held by another
+        live process and the caller should wait ``poll_seconds`` before looking again."""
+        queue = deque(dict.fromkeys(cache_keys))
+        held_elsewhere: list[str] = []
+        while queue or held_elsewhere:
+            if not queue:
+                held_elsewhere = self._not_finished(held_elsewhere)
+                holders = self.store.claim_holders(held_elsewhere) if held_elsewhere else {}
+                if held_elsewhere and len(holders) == len(held_elsewhere):
+                    self._announce(holders)
+                    yield None
+                    continue
+                queue.extend(held_elsewhere)  # released, or their holder's lease lapsed
+                held_elsewhere = []
+                continue
+            window = [queue.popleft() for _ in range(min(size, len(queue)))]
+            granted = self.store.claim(self.step_key, window, self.holder, self.lease_seconds)
+            if granted:
+                with self._lock:
+                    self._held.update(granted)
+                yield granted
+            mine = set(granted)
+            held_elsewhere.extend(self._not_finished([k for k in window if k not in mine]))
+
+    def _not_finished(self, keys: list[str]) -> list[str]:
+        """``keys`` less those another process finished (kept in :attr:`finished_elsewhere`)."""
+        if not keys:
+            return []
+        finished = self.store.finished(keys)
+        self.finished_elsewhere.extend(key for key in keys if key in finished)
+        return [key for key in keys if key not in finished]
 
     def _announce(self, holders: dict[str, Holder]) -> None:
         """Say once per holder who keeps this process waiting, and for how many samples."""
