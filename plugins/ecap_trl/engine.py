@@ -41,10 +41,10 @@ def run(job: Job, sink: MetricsSink | None, echo: bool = False) -> dict[str, Any
     config = plugin_config(job)
     processor = load_processor(job.model)
     model = load_policy(job.model, config.lora, job.bf16)
+    args = training_arguments(job, config, trl)
     train_data = datasets.load_from_disk(str(job.data / "train"))
     eval_path = job.data / "validation"
     eval_data = datasets.load_from_disk(str(eval_path)) if eval_path.exists() else None
-    args = training_arguments(job, config, trl)
     callback = metrics_callback(sink)
     if job.kind == "sft":
         trainer = trl.SFTTrainer(

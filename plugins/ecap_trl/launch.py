@@ -35,10 +35,16 @@ TAIL_LINES = 30
 
 
 def command(launcher: Launcher, job_file: Path, use_cpu: bool, hostfile: Path | None) -> list[str]:
-    """The command line that starts every rank of ``job_file`` with this launcher."""
+    """The command line that starts every rank of ``job_file`` with this launcher, or an
+    error for a combination that cannot work here."""
     python = sys.executable
     worker = [WORKER_MODULE, str(job_file)]
     if launcher.type == "accelerate":
+        if use_cpu and launcher.world_size > 1:
+            raise EcapError(
+                "launcher.type accelerate starts several CPU processes only through mpirun; "
+                "use launcher.type torchrun on a machine without CUDA devices"
+            )
         cmd = [
             python, "-m", "accelerate.commands.launch",
             "--num_processes", str(launcher.world_size),

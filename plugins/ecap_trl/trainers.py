@@ -63,6 +63,10 @@ class TRLTrainer(Trainer):
             for name, ref in self.model_fields().items()
             if ref is not None
         }
+        cmd = None
+        if self.launched():
+            job_file = Path(self.context.work_dir).resolve() / "job.json"
+            cmd = launch.command(self.config.launcher, job_file, use_cpu, self.hostfile())
         split = split_rows(self.rows(items), self.config.validation_fraction)
         job = self.write_job(split, resolved, use_cpu, bf16, deepspeed)
         self.context.logger.info(
@@ -73,10 +77,7 @@ class TRLTrainer(Trainer):
             len(split.validation),
             job.work_dir,
         )
-        if self.launched():
-            cmd = launch.command(
-                self.config.launcher, job.folder / "job.json", use_cpu, self.hostfile()
-            )
+        if cmd is not None:
             result = launch.run_launched(job, cmd, self.context.logger, self.context.log_metrics)
         else:
             result = engine.run(job, self.context.log_metrics)
