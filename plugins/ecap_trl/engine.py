@@ -277,7 +277,7 @@ def metrics_callback(sink: MetricsSink | None) -> Any:
     process, with ``tokens_per_second`` from the tokens TRL counts between two logs."""
     transformers = require("transformers", "train")
 
-    class ReportMetrics(transformers.TrainerCallback):  # type: ignore[misc, name-defined]
+    class ReportMetrics(transformers.TrainerCallback):  # type: ignore[name-defined]
         def __init__(self) -> None:
             self.tokens: float | None = None
             self.since = time.perf_counter()

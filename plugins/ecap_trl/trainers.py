@@ -173,7 +173,7 @@ class TRLTrainer(Trainer):
         work = Path(self.context.work_dir)
         weights = [_weights(r) for r in resolved.values()]
         job = Job(
-            kind=self.kind_name,  # type: ignore[arg-type]
+            kind=self.kind_name,
             config=self.config.model_dump(mode="json"),
             model=weights[0],
             ref_model=weights[1] if len(weights) > 1 else None,
