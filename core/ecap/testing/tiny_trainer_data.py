@@ -33,40 +33,41 @@ def instruction_for(colour: str) -> str:
     return f"Add a {colour} square."
 
 
-def _image_ref(path: Path) -> ImageRef:
+def _image_ref(path: Path, size: int) -> ImageRef:
     data = path.read_bytes()
     return ImageRef(
         uri=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
-        width=SIZE,
-        height=SIZE,
+        width=size,
+        height=size,
         format="PNG",
     )
 
 
-def _pair(folder: Path, index: int, colour: str, rng: random.Random) -> Pair:
+def _pair(folder: Path, index: int, colour: str, rng: random.Random, size: int) -> Pair:
     from PIL import Image, ImageDraw
 
     folder.mkdir(parents=True, exist_ok=True)
     shade = rng.randint(150, 240)
-    source = Image.new("RGB", (SIZE, SIZE), (shade, shade, shade))
+    source = Image.new("RGB", (size, size), (shade, shade, shade))
     target = source.copy()
-    side = rng.randint(32, 48)
-    x, y = rng.randint(0, SIZE - side), rng.randint(0, SIZE - side)
+    side = rng.randint(size // 2, size * 3 // 4)
+    x, y = rng.randint(0, size - side), rng.randint(0, size - side)
     ImageDraw.Draw(target).rectangle([x, y, x + side, y + side], fill=COLOURS[colour])
     source_path, target_path = folder / f"{index}-source.png", folder / f"{index}-target.png"
     source.save(source_path)
     target.save(target_path)
-    return Pair.of(_image_ref(source_path), _image_ref(target_path), category="add")
+    return Pair.of(_image_ref(source_path, size), _image_ref(target_path, size), category="add")
 
 
-def colour_pairs(folder: Path, count: int, *, seed: int = 0) -> list[Item]:
-    """``count`` (pair, instruction) items, colours alternating, drawn from ``seed``."""
+def colour_pairs(folder: Path, count: int, *, seed: int = 0, size: int = SIZE) -> list[Item]:
+    """``count`` (pair, instruction) items of ``size`` px images, colours alternating, drawn
+    from ``seed``."""
     rng = random.Random(seed)
     items = []
     for index in range(count):
         colour = list(COLOURS)[index % len(COLOURS)]
-        pair = _pair(folder / f"seed{seed}", index, colour, rng)
+        pair = _pair(folder / f"seed{seed}-{size}px", index, colour, rng, size)
         instruction = Instruction(
             pair_id=pair.id, text=instruction_for(colour), origin="human", author="tests"
         )
