@@ -174,6 +174,20 @@ def test_every_route_answers_get_only_and_writes_are_refused(client, built):
             assert client.request(method, url).status_code == 405, (method, url)
 
 
+def test_a_page_for_loopback_refuses_requests_naming_another_host(built):
+    """A web site that rebinds its name to 127.0.0.1 cannot read the page from a browser."""
+    store = Store(built.url, read_only=True)
+    try:
+        app = create_app(store, allowed_hosts=["127.0.0.1", "localhost"])
+        assert TestClient(app, base_url="http://127.0.0.1:8765").get("/").status_code == 200
+        assert TestClient(app, base_url="http://localhost:8765").get("/").status_code == 200
+        rebound = TestClient(app, base_url="http://attacker.example:8765").get("/")
+        assert rebound.status_code == 400
+        assert "view-test" not in rebound.text
+    finally:
+        store.close()
+
+
 def test_the_command_explains_how_to_install_the_web_stack_when_it_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # an import of it now fails
     result = CliRunner().invoke(view_command, ["--store", "sqlite:///nowhere.db"])

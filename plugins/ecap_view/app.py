@@ -12,6 +12,7 @@ import json
 import shutil
 import tempfile
 import urllib.parse
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import jinja2
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -271,9 +274,13 @@ class ViewApp:
         )
 
 
-def create_app(store: Store, page_size: int = queries.PAGE) -> Starlette:
+def create_app(
+    store: Store, page_size: int = queries.PAGE, allowed_hosts: Sequence[str] = ("*",)
+) -> Starlette:
     """The application over ``store`` (opened read-only by the command), listing ``page_size``
-    rows a page."""
+    rows a page and answering requests whose ``Host`` is one of ``allowed_hosts`` only: a page
+    on 127.0.0.1 is then out of reach of a web site that rebinds its own name to 127.0.0.1 to
+    read it from a visitor's browser (DNS rebinding)."""
     view = ViewApp(store, page_size)
     routes = [
         Route("/", view.runs, name="runs"),
@@ -287,4 +294,5 @@ def create_app(store: Store, page_size: int = queries.PAGE) -> Starlette:
         Route("/export", view.export, name="export"),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+    guard = Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    return Starlette(routes=routes, middleware=[guard])

@@ -10,6 +10,8 @@ from ecap.cli_api import handle_errors, open_store, store_option
 from ecap.interfaces import require
 
 LOOPBACK = "127.0.0.1"
+#: The names a browser on this machine reaches a loopback page by.
+LOCAL_NAMES = ("127.0.0.1", "localhost")
 
 
 def is_loopback(host: str) -> bool:
@@ -52,6 +54,8 @@ def view_command(store_ref: str | None, port: int, host: str) -> None:
                 err=True,
             )
         click.echo(f"ecap view of {store.redacted_url} on http://{host}:{port}/ (Ctrl+C stops)")
-        uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+        hosts = [*LOCAL_NAMES, host] if is_loopback(host) else ["*"]
+        app = create_app(store, allowed_hosts=hosts)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         store.close()
