@@ -66,7 +66,7 @@ def test_deepspeed_on_two_cpu_processes_gives_a_model_that_loads(
     assert model.meta["global_step"] == 6
     logged = caplog.text
     assert "torch.distributed.run --nproc_per_node 2" in logged
-    assert "'loss':" in logged  # the child's own log lines, streamed
+    assert "step 6: loss=" in logged  # the child's own lines, streamed
 
 
 def test_a_failing_child_fails_the_step_with_its_last_lines(

@@ -4,6 +4,7 @@ and trains LoRA adapters that load and merge."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,8 @@ import pytest
 pytest.importorskip("trl", reason="the sft trainer needs TRL: pip install 'editcaption[train]'")
 pytest.importorskip("peft", reason="the sft trainer needs peft: pip install 'editcaption[train]'")
 
-from ecap.models import folder_hash
-from ecap.records import Dataset, Item
+from ecap.models import StepModel, folder_hash
+from ecap.records import Dataset, Item, Model
 from ecap.testing.tiny_trainer_data import colour_pairs, training_context
 from ecap_trl.config import TrainerConfig
 from ecap_trl.engine import load_processor
@@ -55,6 +56,25 @@ def answer(model: Any, processor: Any, config: TrainerConfig, item: Item) -> str
     return str(processor.tokenizer.decode(new, skip_special_tokens=True)).strip()
 
 
+def caption(model: Model, config: TrainerConfig, items: list[Item], tmp_path: Path) -> list[str]:
+    """What a ``caption: vlm`` step with ``model: {step: sft}`` writes for ``items``, asked
+    with the prompt the model was trained on."""
+    from ecap_vlm.captioner import VLMCaptioner, VLMCaptionerConfig
+
+    captioner = VLMCaptioner(
+        VLMCaptionerConfig(
+            model=StepModel(step="sft"),
+            prompt=config.prompt,
+            sampling={"max_new_tokens": 12},
+            keep_truncated=True,
+        ),
+        training_context(tmp_path, step_id="samples", trained={"sft": model}),
+    )
+    results = asyncio.run(captioner.acaption([Item(pair=item.pair) for item in items]))
+    captioner.close()
+    return [result[0].text for result in results]  # type: ignore[index]
+
+
 def exact_matches(folder: Path, config: TrainerConfig, items: list[Item]) -> int:
     from transformers import AutoModelForImageTextToText
 
@@ -87,6 +107,9 @@ def test_sft_learns_an_instruction_that_only_the_target_image_tells(
     model = trainer.train(train, dataset_of(train))
 
     assert exact_matches(Path(model.uri), config, held_out) >= 7
+    expected = [item.instruction.text for item in held_out]  # type: ignore[union-attr]
+    captions = caption(model, config, held_out, tmp_path)
+    assert sum(c == e for c, e in zip(captions, expected, strict=True)) >= 7
     losses = [values["loss"] for _, values in metrics if "loss" in values]
     assert losses[-1] < losses[0] / 5
     logged = metrics[0][1]
@@ -184,3 +207,5 @@ def test_a_lora_adapter_saves_loads_merges_and_answers(tiny_qwen3_vl: Path, tmp_
     # The fixture zeroes the head's rows of special tokens and the adapter leaves the head alone,
     # so after a few steps the answer is right but the end-of-answer token not yet likely.
     assert answer(merged, processor, config, item).startswith(item.instruction.text)  # type: ignore[union-attr]
+    [written] = caption(model, config, [item], tmp_path)  # the vlm captioner, adapter on base
+    assert written.startswith(item.instruction.text)  # type: ignore[union-attr]

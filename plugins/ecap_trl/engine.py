@@ -31,11 +31,10 @@ def plugin_config(job: Job) -> TrainerConfig:
     return (SFTConfig if job.kind == "sft" else DPOConfig).model_validate(job.config)
 
 
-def run(job: Job, sink: MetricsSink | None, echo: bool = False) -> dict[str, Any]:
+def run(job: Job, sink: MetricsSink | None) -> dict[str, Any]:
     """Train and save to ``job.output``. Returns what the step records: the global step, the
     final metrics and the checkpoints written. Only the main process's return value matters.
-    ``echo`` prints each log to stdout, which a launched worker's parent streams to its logger;
-    in-process, the numbers reach the step through ``sink`` alone."""
+    Logged numbers reach the step through ``sink`` alone (transformers' printing is off)."""
     trl = require("trl", "train", job.kind)
     datasets = require("datasets", "train", job.kind)
     config = plugin_config(job)
@@ -65,8 +64,7 @@ def run(job: Job, sink: MetricsSink | None, echo: bool = False) -> dict[str, Any
             processing_class=processor,
             callbacks=[callback],
         )
-    if not echo:
-        trainer.remove_callback(require("transformers", "train").PrinterCallback)
+    trainer.remove_callback(require("transformers", "train").PrinterCallback)
     last = last_checkpoint(job.checkpoints)
     output = trainer.train(resume_from_checkpoint=str(last) if last else None)
     metrics = {k: float(v) for k, v in output.metrics.items() if _number(v)}

@@ -2,7 +2,7 @@
 
 The step has already written ``job.json`` and the datasets into the work directory. Every rank
 runs ``python -m ecap_trl.worker job.json``; rank 0 appends metrics to a JSONL file, which is
-read while the child runs and reported through the step's ``log_metrics``. The child's output
+read as the child runs and reported through the step's ``log_metrics``. The child's output
 goes to the step's logger line by line; a non-zero exit fails the step with its last lines.
 
 On a CPU machine, DeepSpeed needs ``DS_ACCELERATOR=cpu`` (it otherwise probes for GPUs) and
@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -119,24 +118,20 @@ def run_launched(
         preexec_fn=die_with_parent,
     )
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    done = threading.Event()
-    follower = threading.Thread(
-        target=_follow_metrics, args=(metrics, report, done), name="ecap-trl-metrics", daemon=True
-    )
-    follower.start()
+    follower = MetricsFollower(metrics, report)
     try:
         assert process.stdout is not None
         for line in process.stdout:
             line = line.rstrip()
             tail.append(line)
             logger.info("%s", line)
+            follower.drain()  # rank 0 prints each log as it writes its metrics line
         returncode = process.wait()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-        done.set()
-        follower.join()
+    follower.drain()
     if returncode != 0:
         raise EcapError(
             f"training exited with status {returncode}; its last lines:\n" + "\n".join(tail)
@@ -147,22 +142,20 @@ def run_launched(
     return result
 
 
-def _follow_metrics(
-    path: Path,
-    report: Callable[[int, dict[str, float]], None] | None,
-    done: threading.Event,
-) -> None:
-    """Report each complete JSONL line as it appears, then whatever is left once the child
-    has exited."""
-    offset = 0
-    while True:
-        finished = done.wait(0.2)
-        with open(path, encoding="utf-8") as handle:
-            handle.seek(offset)
+class MetricsFollower:
+    """Reports each complete line of the child's metrics file once, on the calling thread (the
+    step's ``log_metrics`` may write to the store, whose connection belongs to that thread)."""
+
+    def __init__(self, path: Path, report: Callable[[int, dict[str, float]], None] | None) -> None:
+        self.path = path
+        self.report = report
+        self.offset = 0
+
+    def drain(self) -> None:
+        with open(self.path, encoding="utf-8") as handle:
+            handle.seek(self.offset)
             while (line := handle.readline()).endswith("\n"):
-                offset = handle.tell()
+                self.offset = handle.tell()
                 entry = json.loads(line)
-                if report is not None:
-                    report(int(entry["step"]), dict(entry["values"]))
-        if finished:
-            return
+                if self.report is not None:
+                    self.report(int(entry["step"]), dict(entry["values"]))

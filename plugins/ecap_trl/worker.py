@@ -1,7 +1,7 @@
 """``python -m ecap_trl.worker JOB_JSON``: one rank of a launched training.
 
 Every rank trains; rank 0 alone appends metrics (one JSON object per logging step) to the job's
-metrics file and writes ``result.json`` for the step that launched it.
+metrics file, prints them as a line, and writes ``result.json`` for the step that launched it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> None:
         assert job.metrics_file is not None
         with open(job.metrics_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, "values": values}) + "\n")
+        # After the line is written: the parent reads the file when it sees this.
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        print(f"step {step}: {shown}", flush=True)
 
-    result = run(job, append if main_rank and job.metrics_file else None, echo=main_rank)
+    result = run(job, append if main_rank and job.metrics_file else None)
     if main_rank:
         scratch = job.result_file.with_suffix(".tmp")
         scratch.write_text(json.dumps(result, indent=2))
