@@ -447,3 +447,25 @@ def test_keyset_paging_reads_the_same_rows_as_one_big_page(built):
         assert paged == everything == sorted(everything, reverse=True)
     finally:
         store.close()
+
+
+# -- training curves ------------------------------------------------------------------------
+
+
+def test_training_curves_take_numbers_only_and_show_a_single_logged_step():
+    from ecap_view.charts import curves, line_plot
+
+    rows = [
+        {"step_run_id": "a", "step": 2, "values": {"loss": 0.5, "done": True, "note": "x"}},
+        {"step_run_id": "a", "step": 1, "values": {"loss": 0.9}},
+        {"step_run_id": "b", "step": 1, "values": {"loss": 0.7}},
+    ]
+    found = curves(rows, {"a": "sft", "b": "dpo"})
+    assert list(found) == ["loss"]  # a boolean or a text is not a curve
+    assert [(c.label, c.points) for c in found["loss"]] == [
+        ("sft", [(1.0, 0.9), (2.0, 0.5)]),
+        ("dpo", [(1.0, 0.7)]),
+    ]
+    svg = line_plot("loss", found["loss"])
+    assert svg.count("<polyline") == 2 and svg.count("<circle") == 3
+    assert line_plot("<b>", [found["loss"][1]]).count("&lt;b&gt;") == 2  # title and label

@@ -210,8 +210,15 @@ class ViewApp:
             for table in report.tables:
                 if table.rows:
                     header, rows = grid(table, cell_text)
+                    keys = len([c for c in table.shown_keys() if c.key != table.pivot])
                     tables.append(
-                        {"title": table.title, "blurb": table.blurb, "header": header, "rows": rows}
+                        {
+                            "title": table.title,
+                            "blurb": table.blurb,
+                            "header": header,
+                            "rows": rows,
+                            "keys": keys,
+                        }
                     )
         trains = queries.train_step_runs(self.store)
         labels = {t["id"]: f"{t['step_id']} ({t['run_id'][:8]})" for t in trains}

@@ -70,12 +70,16 @@ def line_plot(title: str, lines: Sequence[Curve]) -> str:
         )
         parts.append(
             f'<text x="{sx(x):.1f}" y="{HEIGHT - MARGIN + 16}" class="tick" '
-            f'text-anchor="middle">{x:.0f}</text>'
+            f'text-anchor="middle">{x:.4g}</text>'
         )
     for i, curve in enumerate(lines):
         colour = COLOURS[i % len(COLOURS)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in curve.points)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        parts.extend(  # points as dots too: a curve of one logged step is still seen
+            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>'
+            for x, y in curve.points
+        )
         parts.append(
             f'<text x="{WIDTH - MARGIN}" y="{MARGIN + 14 * i}" class="legend" '
             f'text-anchor="end" fill="{colour}">{html.escape(curve.label)}</text>'
