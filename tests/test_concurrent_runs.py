@@ -104,6 +104,22 @@ def test_an_expired_lease_can_be_claimed_by_another_holder(store_url):
     assert store.renew(keys(2), dead, 60) == [], "a lapsed claim taken by another is not renewed"
 
 
+def test_a_killed_process_on_this_host_holds_nothing_even_before_its_lease_lapses(store_url):
+    """A run resumed after a SIGKILL must not wait out the dead run's leases."""
+    import socket
+
+    store = Store(store_url)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = Holder(
+        id="dead", run_id="01DEAD", pid=gone.pid, host=socket.gethostname(), since=_since()
+    )
+    store.claim(STEP, keys(2), dead, 600)
+
+    assert store.claim_holders(keys(2)) == {}
+    assert store.claim(STEP, keys(2), Holder.this_process("01RESUME"), 60) == keys(2)
+
+
 def test_renewing_keeps_a_claim_alive(store_url):
     store = Store(store_url)
     holder, other = Holder.this_process("run-1"), Holder.this_process("run-2")

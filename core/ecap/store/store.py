@@ -96,6 +96,23 @@ class Holder:
         )
 
 
+def _live(expires: datetime, host: str, pid: int, now: datetime) -> bool:
+    """Whether a claim still holds: its lease runs, and its holder, when it is a process on this
+    host, still exists (a killed run's samples are free at once to the run that resumes it, not
+    after the lease). A holder elsewhere is trusted until its lease lapses."""
+    if _aware(expires) <= now:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to someone else
+        return True
+    return True
+
+
 def _aware(moment: datetime) -> datetime:
     """SQLite gives back timestamps without their (UTC) offset."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -409,12 +426,16 @@ class Store:
                 # (PostgreSQL reads each statement at its own moment), one of them sees it.
                 taken = {
                     key
-                    for key, holder_id, expires in conn.execute(
-                        select(Claim.cache_key, Claim.holder_id, Claim.expires_at).where(
-                            Claim.cache_key.in_(chunk)
-                        )
+                    for key, holder_id, expires, host, pid in conn.execute(
+                        select(
+                            Claim.cache_key,
+                            Claim.holder_id,
+                            Claim.expires_at,
+                            Claim.host,
+                            Claim.pid,
+                        ).where(Claim.cache_key.in_(chunk))
                     )
-                    if holder_id != holder.id and _aware(expires) > now
+                    if holder_id != holder.id and _live(expires, host, pid, now)
                 }
                 done = set(
                     conn.execute(
@@ -473,7 +494,7 @@ class Store:
             for chunk in _chunks(list(cache_keys)):
                 rows = conn.execute(select(Claim).where(Claim.cache_key.in_(chunk))).mappings()
                 for row in rows:
-                    if _aware(row["expires_at"]) > now:
+                    if _live(row["expires_at"], row["host"], row["pid"], now):
                         out[row["cache_key"]] = Holder(
                             id=row["holder_id"],
                             run_id=row["run_id"],
