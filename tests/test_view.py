@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,16 @@ def test_the_command_explains_how_to_install_the_web_stack_when_it_is_missing(mo
     result = CliRunner().invoke(view_command, ["--store", "sqlite:///nowhere.db"])
     assert result.exit_code == 1
     assert "pip install 'editcaption[view]'" in result.output
+
+
+def test_the_command_says_when_its_port_is_taken(built):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(view_command, ["--store", built.url, "--port", port])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in result.output
 
 
 # -- runs and steps -------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 
 import click
 
 from ecap.cli_api import handle_errors, open_store, store_option
+from ecap.errors import EcapError
 from ecap.interfaces import require
 
 LOOPBACK = "127.0.0.1"
@@ -21,6 +24,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_free(host: str, port: int) -> None:
+    """Say which address is taken, in ecap's one error line, before the server starts (uvicorn
+    would log it and exit with status 3)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise EcapError(
+            f"cannot listen on {host}:{port} ({reason}); choose another with --port"
+        ) from exc
 
 
 @click.command("view")
@@ -45,6 +62,7 @@ def view_command(store_ref: str | None, port: int, host: str) -> None:
 
     from .app import create_app
 
+    check_free(host, port)
     store = open_store(store_ref)
     try:
         if not is_loopback(host):
