@@ -60,6 +60,8 @@ def _sqlite_engine(url: URL, redacted: str, read_only: bool) -> Engine:
                     "(or $ECAP_STORE) at one"
                 )
             uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+            if _frozen(path):
+                uri += "&immutable=1"
             engine = create_engine(url.set(database=uri, query={"uri": "true"}))
         else:
             _check_writable(path, redacted)
@@ -67,6 +69,15 @@ def _sqlite_engine(url: URL, redacted: str, read_only: bool) -> Engine:
     event.listen(engine, "connect", _sqlite_setup(read_only))
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _frozen(path: Path) -> bool:
+    """A store nobody can be writing: its folder is read-only and it has no pending WAL. SQLite
+    cannot open a WAL store read-only without creating its ``-shm`` file next to it, unless told
+    that the file cannot change (``immutable``)."""
+    wal = path.with_name(path.name + "-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    return not pending and not os.access(path.parent, os.W_OK)
 
 
 def _check_writable(path: Path, redacted: str) -> None:
