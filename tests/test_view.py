@@ -175,6 +175,15 @@ def test_every_route_answers_get_only_and_writes_are_refused(client, built):
             assert client.request(method, url).status_code == 405, (method, url)
 
 
+def test_pages_load_nothing_from_elsewhere_and_images_are_never_sniffed(client, built):
+    for url in ("/", f"/pairs/{built.pairs['color']}", f"/image/{built.pairs['color']}/source"):
+        headers = client.get(url).headers
+        policy = headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+
+
 def test_a_page_for_loopback_refuses_requests_naming_another_host(built):
     """A web site that rebinds its name to 127.0.0.1 cannot read the page from a browser."""
     store = Store(built.url, read_only=True)

@@ -86,9 +86,13 @@ def page(tmp_path: Path) -> Iterator[object]:
             browser.close()
 
 
-def images_render(page, selector: str) -> list[int]:
-    """The natural widths of the images ``selector`` matches, once they have loaded."""
-    page.wait_for_function(f"[...document.querySelectorAll({selector!r})].every(i => i.complete)")
+def images_render(page, selector: str, timeout: float = 10.0) -> list[int]:
+    """The natural widths of the images ``selector`` matches, once they have all loaded (polled
+    from here: the page's policy forbids the string evaluation ``wait_for_function`` uses)."""
+    deadline = time.monotonic() + timeout
+    while not page.eval_on_selector_all(selector, "images => images.every(i => i.complete)"):
+        assert time.monotonic() < deadline, f"images {selector} did not load"
+        time.sleep(0.05)
     return page.eval_on_selector_all(selector, "images => images.map(i => i.naturalWidth)")
 
 
@@ -97,6 +101,9 @@ def test_a_person_walks_from_a_run_to_a_pair_its_lineage_and_the_report(
 ):
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    problems: list[str] = []  # script errors, refused resources, policy violations
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
     page.goto(server + "/")
     page.screenshot(path=shots / "runs.png", full_page=True)
 
@@ -143,6 +150,7 @@ def test_a_person_walks_from_a_run_to_a_pair_its_lineage_and_the_report(
 
     for name in ("runs", "run", "step", "pair", "lineage", "report", "search"):
         assert (shots / f"{name}.png").stat().st_size > 1000
+    assert problems == []
 
 
 def built_run_link(page, name: str) -> str:
