@@ -287,6 +287,24 @@ def test_a_judged_pair_shows_the_judge_axes_and_weighted_score(client, built):
         assert f"<td>{axis}</td>" in text
 
 
+def test_text_from_the_store_is_shown_as_text_never_run_as_markup(built):
+    sneaky = Instruction(
+        pair_id=built.pairs["move"], text='<script>alert("x")</script><img src=x>', origin="human"
+    )
+    writer = Store(built.url)
+    writer.save_batch("", "ecap1:x", "x", [], [], [sneaky])
+    writer.close()
+    store = Store(built.url, read_only=True)
+    try:
+        client = TestClient(create_app(store))
+        for url in (f"/pairs/{built.pairs['move']}", "/search", f"/records/{sneaky.id}/lineage"):
+            text = client.get(url).text
+            assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x&gt;" in text, url
+            assert "<script>alert" not in text and "<img src=x>" not in text
+    finally:
+        store.close()
+
+
 def test_an_unknown_pair_is_a_404_page(client):
     assert client.get(f"/pairs/{'0' * 64}").status_code == 404
 
