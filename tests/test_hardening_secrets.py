@@ -144,13 +144,6 @@ def test_redacted_text_parses_back_when_the_secret_was_quoted_in_json() -> None:
     ) == {"with": {"api_key": "x", "model": "keep-me"}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the runner to register the run's secrets (ecap.secrets.register_config on the "
-    "spec and each step's validated config, register_environment) and to scrub failure "
-    "messages and call-log rows (SampleError.from_exception, CallLog.record/mark_error/"
-    "complete_submitted): core/ecap/runner.py, records.py, calls.py are not this change's files",
-)
 def test_a_key_a_server_echoes_back_is_stored_nowhere(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

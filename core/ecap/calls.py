@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .hashing import digest
 from .records import new_id, utcnow
+from .secrets import scrub, scrub_data
 
 if TYPE_CHECKING:  # plugins import this module at load time; SQLAlchemy waits for first use
     from .store import Store
@@ -103,13 +104,13 @@ class CallLog:
             "provider": provider,
             "model": model,
             "status": status,
-            "response": response,
+            "response": scrub_data(response),
             "tokens_in": tokens_in,
             "tokens_out": tokens_out,
             "cost": cost,
             "latency_ms": latency_ms,
             "batch_job_id": batch_job_id,
-            "error": error,
+            "error": scrub(error) if error else error,
             "step_run_id": self.step_run_id,
             "created_at": utcnow(),
         }
@@ -130,7 +131,7 @@ class CallLog:
             conn.execute(
                 update(ApiCall)
                 .where(ApiCall.request_hash == request_hash, ApiCall.status == "ok")
-                .values(status="rejected" if keep else "error", error=error)
+                .values(status="rejected" if keep else "error", error=scrub(error))
             )
 
     def complete_submitted(self, request_hash: str, batch_job_id: str, **answer: Any) -> None:
@@ -147,5 +148,5 @@ class CallLog:
                     ApiCall.batch_job_id == batch_job_id,
                     ApiCall.status == "submitted",
                 )
-                .values(**answer)
+                .values(**scrub_data(answer))
             )

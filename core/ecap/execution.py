@@ -26,6 +26,7 @@ from .interfaces import Plugin, SourceRow, has_async
 from .logs import event
 from .progress import Progress
 from .records import Dataset, Item, Model, Record, SampleError
+from .secrets import scrub
 from .spec import Step
 from .store import Store
 from .store.store import CompletedSample
@@ -239,8 +240,10 @@ class StepExecution:
             if outcome is None:
                 pending += 1
                 continue
-            if isinstance(outcome, SampleError):
-                failed.append((unit.key, outcome))
+            if isinstance(outcome, SampleError):  # a server may echo a key back in its message
+                failed.append(
+                    (unit.key, outcome.model_copy(update={"message": scrub(outcome.message)}))
+                )
                 continue
             known = (
                 {r.id for r in unit.payload.records()} if isinstance(unit.payload, Item) else set()

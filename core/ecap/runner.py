@@ -32,6 +32,7 @@ from .logs import event
 from .models import ModelRef, ResolvedModel, resolve_model
 from .progress import Progress
 from .records import Item, Model
+from .secrets import register_config, register_environment, scrub
 from .spec import Spec, Step
 from .store import Store
 
@@ -76,6 +77,7 @@ class Runner:
         self.models: dict[str, Model] = {}
 
     def run(self) -> RunResult:
+        self.register_secrets()
         plugins = {
             f"{s.kind}:{s.plugin.name}": f"{s.plugin.package} {s.plugin.version}"
             for s in self.spec.steps.values()
@@ -113,7 +115,7 @@ class Runner:
             event("run.interrupted", logging.WARNING, run=run_id, signal=_interruption(exc))
             raise
         except BaseException as exc:
-            self.store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            self.store.finish_run(run_id, "failed", error=scrub(f"{type(exc).__name__}: {exc}"))
             raise
         statuses = {o.status for o in outcomes.values()}
         status = (
@@ -126,6 +128,14 @@ class Runner:
         self.store.finish_run(run_id, status)
         event("run.end", run=run_id, status=status)
         return RunResult(run_id, status, outcomes)
+
+    def register_secrets(self) -> None:
+        """Every secret value the run knows (keys in the spec, its steps' configs, the
+        environment), so that none is stored or printed, even when a server echoes it back."""
+        register_environment()
+        for step in self.spec.steps.values():
+            register_config(step.raw_config)
+            register_config(step.config)
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -199,7 +209,7 @@ class Runner:
             self.store.finish_step(step_run_id, "interrupted", execution.counts, _interruption(exc))
             raise
         except Exception as exc:  # the step fails; independent steps still run
-            message = f"{type(exc).__name__}: {exc}"
+            message = scrub(f"{type(exc).__name__}: {exc}")
             self.store.finish_step(step_run_id, "failed", execution.counts, message)
             details = {} if isinstance(exc, EcapError) else {"traceback": traceback.format_exc()}
             event("step.failed", logging.ERROR, step=step.id, error=message, **details)
