@@ -67,7 +67,7 @@ def stamp(revision: str, store_ref: str | None) -> None:
     redacted = make_url(url).render_as_string(hide_password=True)
     engine = connect.open_engine(url, redacted, read_only=False)
     try:
-        migrate.stamp(connect.writer(engine), redacted, revision)
+        migrate.stamp(engine, redacted, revision)
     finally:
         engine.dispose()
     click.echo(f"{redacted} is now recorded at schema revision {revision}")

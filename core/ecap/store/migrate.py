@@ -4,9 +4,9 @@ written by a newer ecap is always refused: reading it with old code could lose d
 
 Creating or upgrading a store is one transaction, taken under a lock, so that a process killed
 half-way leaves the store as it was, and two processes opening a new store at once do not both
-build it: SQLite's ``BEGIN IMMEDIATE`` (the store's writer engine begins every transaction so)
-admits one writer at a time; PostgreSQL takes a transaction-scoped advisory lock. Both dialects
-roll DDL back with the transaction.
+build it: on SQLite, ``BEGIN IMMEDIATE`` (how :func:`.connect.writer` begins transactions) admits
+one writer at a time; PostgreSQL takes a transaction-scoped advisory lock. Both dialects roll DDL
+back with the transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
 
 from ..errors import StoreError
+from .connect import writer
 from .schema import Base
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -97,7 +98,7 @@ def store_revision(conn: Connection, url: str) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` in one transaction, under the schema lock."""
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         lock_schema(conn)
         _upgrade_on(conn, revision)
 
@@ -115,7 +116,7 @@ def stamp(engine: Engine, url: str, revision: str) -> None:
         raise StoreError(
             f"unknown schema revision {revision!r}; this ecap knows {', '.join(known_revisions())}"
         )
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         lock_schema(conn)
         if VERSION_TABLE in inspect(conn).get_table_names():
             conn.execute(text(f"DELETE FROM {VERSION_TABLE}"))
@@ -139,7 +140,7 @@ def ensure_schema(engine: Engine, url: str, auto_upgrade: bool) -> None:
     if current == head:
         return
     _refuse_unless_upgradable(current, url, auto_upgrade)
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         lock_schema(conn)
         current = _checked(conn, url)  # another process may have created or upgraded it meanwhile
         if current == head:

@@ -142,7 +142,7 @@ class Store:
             if read_only:
                 migrate.check_readable(self.engine, self.redacted_url)
             else:
-                migrate.ensure_schema(self._writes, self.redacted_url, auto_upgrade)
+                migrate.ensure_schema(self.engine, self.redacted_url, auto_upgrade)
         except BaseException:
             self.engine.dispose()
             raise
