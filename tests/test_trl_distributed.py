@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from ecap_trl.config import Launcher
 from ecap_trl.job import Job, Weights
 from ecap_trl.launch import command, run_launched
 from ecap_trl.trainers import SFTTrainer
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ the reference stays bit-identical, and a LoRA SFT model named ``{step: sft}`` tr
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +14,19 @@ pytest.importorskip("peft", reason="the dpo trainer needs peft: pip install 'edi
 
 from ecap.models import StepModel
 from ecap.records import Dataset, Item
-from ecap.testing.tiny_trainer_data import colour_pairs, colour_preferences, training_context
+from ecap.testing.tiny_trainer_data import (
+    colour_pairs,
+    colour_preferences,
+    one_torch_thread,
+    training_context,
+)
 from ecap_trl.trainers import DPOTrainer, SFTTrainer
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 def dataset_of(items: list[Item]) -> Dataset:

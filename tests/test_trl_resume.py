@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,16 @@ pytest.importorskip("trl", reason="the trainers need TRL: pip install 'editcapti
 
 from ecap.records import Dataset
 from ecap.testing import kill_run_when
-from ecap.testing.tiny_trainer_data import colour_pairs, training_context
+from ecap.testing.tiny_trainer_data import colour_pairs, one_torch_thread, training_context
 from ecap_trl.engine import checkpoints
 from ecap_trl.trainers import SFTTrainer
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
+
 
 #: Trains like the test does, in a process of its own that the test kills.
 CHILD = """

@@ -5,7 +5,7 @@ and trains LoRA adapters that load and merge."""
 from __future__ import annotations
 
 import asyncio
-import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,18 @@ pytest.importorskip("peft", reason="the sft trainer needs peft: pip install 'edi
 
 from ecap.models import StepModel, folder_hash
 from ecap.records import Dataset, Item, Model
-from ecap.testing.tiny_trainer_data import colour_pairs, training_context
+from ecap.testing.tiny_trainer_data import colour_pairs, one_torch_thread, training_context
 from ecap_trl.config import TrainerConfig
 from ecap_trl.engine import load_processor
 from ecap_trl.job import Weights
 from ecap_trl.rows import user_turn
 from ecap_trl.trainers import SFTTrainer
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # a tiny model trains faster on one thread
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 def dataset_of(items: list[Item]) -> Dataset:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,20 @@ def training_context(
         if metrics is None
         else (lambda step, values: metrics.append((step, values))),
     )
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: a tiny model trains as fast on one, and on a shared
+    machine two threads contending with other processes run many times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 __all__ = ["COLOURS", "colour_pairs", "colour_preferences", "instruction_for", "training_context"]
