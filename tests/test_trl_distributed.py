@@ -28,9 +28,21 @@ from ecap_trl.trainers import SFTTrainer
     importlib.util.find_spec("deepspeed") is None,
     reason="DeepSpeed is not installed (pip install 'editcaption[train]')",
 )
-@pytest.mark.parametrize(("preset", "port"), [("zero2", 29531), ("zero3", 29532)])
+@pytest.mark.parametrize(
+    ("preset", "launcher", "module", "port"),
+    [
+        ("zero2", "torchrun", "torch.distributed.run", 29531),
+        ("zero3", "deepspeed", "deepspeed.launcher.runner", 29532),
+    ],
+)
 def test_deepspeed_on_two_cpu_processes_gives_a_model_that_loads(
-    preset: str, port: int, tiny_qwen3_vl: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    preset: str,
+    launcher: str,
+    module: str,
+    port: int,
+    tiny_qwen3_vl: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import torch
     from transformers import AutoModelForImageTextToText
@@ -44,7 +56,7 @@ def test_deepspeed_on_two_cpu_processes_gives_a_model_that_loads(
         batch_size=2,
         logging_steps=2,
         deepspeed=preset,
-        launcher={"type": "torchrun", "nproc_per_node": 2, "master_port": port},
+        launcher={"type": launcher, "nproc_per_node": 2, "master_port": port},
     )
     context = training_context(tmp_path, step_id="sft", metrics=metrics)
     dataset = Dataset(name="train", content_hash="sha256:test", format="items", count=16)
@@ -62,7 +74,7 @@ def test_deepspeed_on_two_cpu_processes_gives_a_model_that_loads(
     assert model.meta["resolved"]["deepspeed"].endswith(f"{preset}.json")
     assert model.meta["global_step"] == 6
     logged = caplog.text
-    assert "torch.distributed.run --nproc_per_node 2" in logged
+    assert f"launching: {sys.executable} -m {module}" in logged
     assert "step 6: loss=" in logged  # the child's own lines, streamed
 
 

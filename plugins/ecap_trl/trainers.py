@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from ecap.errors import EcapError
 from ecap.hashing import canonical_json
-from ecap.interfaces import PluginContext, Trainer, require
-from ecap.models import ModelRef, ResolvedModel, StepModel, file_hash, folder_hash
+from ecap.interfaces import Trainer, require
+from ecap.models import ModelRef, ResolvedModel, file_hash, folder_hash
 from ecap.records import Dataset, Item, Model
 
 from . import engine, launch
@@ -34,9 +34,6 @@ class TRLTrainer(Trainer):
 
     kind_name: ClassVar[str]
     config: TrainerConfig
-
-    def __init__(self, config: TrainerConfig, context: PluginContext) -> None:
-        super().__init__(config, context)
 
     # -- what each trainer defines ----------------------------------------------------------
 
@@ -303,4 +300,4 @@ def _bf16_supported() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-__all__ = ["DPOTrainer", "SFTTrainer", "StepModel"]
+__all__ = ["DPOTrainer", "SFTTrainer", "TRLTrainer"]

@@ -6,9 +6,9 @@ metrics file, prints them as a line, and writes ``result.json`` for the step tha
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 from .engine import run
@@ -17,11 +17,13 @@ from .launch import die_with_parent
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m ecap_trl.worker JOB_JSON")
+    parser = argparse.ArgumentParser(prog="python -m ecap_trl.worker", description=__doc__)
+    parser.add_argument("job", type=Path, help="the job.json the step wrote")
+    # The DeepSpeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     die_with_parent()
-    job = Job.load(Path(args[0]))
+    job = Job.load(args.job)
     main_rank = int(os.environ.get("RANK", "0")) == 0
 
     def append(step: int, values: dict[str, float]) -> None:
