@@ -213,3 +213,39 @@ def test_a_lora_adapter_saves_loads_merges_and_answers(tiny_qwen3_vl: Path, tmp_
     assert answer(merged, processor, config, item).startswith(item.instruction.text)  # type: ignore[union-attr]
     [written] = caption(model, config, [item], tmp_path)  # the vlm captioner, adapter on base
     assert written.startswith(item.instruction.text)  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"gradient_checkpointing": True, "lora": {"r": 4}},
+        {"lora": {"r": 4, "merge": True}},
+        {"answer_only_loss": False, "max_pixels": 48 * 48},
+        {"validation_fraction": 0.3, "gradient_accumulation": 2},
+    ],
+    ids=["lora+checkpointing", "lora-merged", "whole-conversation-loss", "validation"],
+)
+def test_training_options_give_a_model_that_loads(
+    options: dict[str, Any], tiny_qwen3_vl: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    items = colour_pairs(tmp_path, 12)
+    config = SFTTrainer.Config(
+        base_model=str(tiny_qwen3_vl), max_steps=3, batch_size=2, logging_steps=1, **options
+    )
+    metrics: list[tuple[int, dict[str, float]]] = []
+    model = SFTTrainer(config, training_context(tmp_path, metrics=metrics)).train(
+        items, dataset_of(items)
+    )
+
+    AutoModelForImageTextToText.from_pretrained(model.uri)
+    assert [step for step, values in metrics if "loss" in values] == [1, 2, 3]
+    merged_or_full = not options.get("lora") or options["lora"].get("merge")
+    assert model.meta["adapter"] is not merged_or_full
+    assert (Path(model.uri) / "model.safetensors").exists() is bool(merged_or_full)
+    split = model.meta["split"]
+    assert len(split["train_pairs"]) + len(split["validation_pairs"]) == 12
+    if options.get("validation_fraction"):
+        assert split["validation_pairs"] and "eval_loss" in model.meta["metrics"]
