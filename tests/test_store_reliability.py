@@ -207,6 +207,16 @@ def test_reading_commands_refuse_an_unrelated_database_and_change_nothing(
     assert tables_of(store_url) == {"invoices"}
 
 
+def test_a_writer_does_not_build_a_store_among_another_applications_tables(store_url):
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total FLOAT)"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="not an ecap store"):
+        Store(store_url)
+    assert tables_of(store_url) == {"invoices"}
+
+
 @pytest.mark.parametrize("command", READING_COMMANDS, ids=" ".join)
 def test_reading_commands_never_create_a_store_in_an_empty_database(
     command, store_url, monkeypatch, tmp_path

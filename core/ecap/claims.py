@@ -80,8 +80,12 @@ class ClaimedWork:
         with self._lock:
             left = sorted(self._held)
             self._held.clear()
-        if left:  # unfinished work goes back to the others now, not when the lease lapses
+        if not left:
+            return
+        try:  # unfinished work goes back to the others now, not when the lease lapses
             self.store.release(left, self.holder)
+        except Exception as error:  # never hide the exception that is leaving the block
+            LOGGER.warning(f"could not release {len(left)} claims ({error}); they lapse instead")
 
     def batches(self, cache_keys: Sequence[str], size: int) -> Iterator[list[str]]:
         """Batches of at most ``size`` keys that this process now holds, until every key is
