@@ -1,5 +1,5 @@
-"""Launched training: DeepSpeed ZeRO-2 and ZeRO-3 over two CPU processes (torchrun, gloo) give a
-model that loads; the child's output reaches the step's logger and its metrics the step's
+"""Launched training: DeepSpeed ZeRO-2 and ZeRO-3 over two CPU processes (torchrun and the
+DeepSpeed launcher, gloo) give a model that loads, for SFT and DPO; the child's output reaches the step's logger and its metrics the step's
 ``log_metrics``; a failing child fails the step with its last lines."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ pytest.importorskip("trl", reason="the trainers need TRL: pip install 'editcapti
 
 from ecap.errors import EcapError
 from ecap.records import Dataset
-from ecap.testing.tiny_trainer_data import colour_pairs, training_context
+from ecap.testing.tiny_trainer_data import colour_pairs, colour_preferences, training_context
 from ecap_trl.config import Launcher
 from ecap_trl.job import Job, Weights
 from ecap_trl.launch import command, run_launched
-from ecap_trl.trainers import SFTTrainer
+from ecap_trl.trainers import DPOTrainer, SFTTrainer
 
 
 @pytest.mark.slow
@@ -76,6 +76,36 @@ def test_deepspeed_on_two_cpu_processes_gives_a_model_that_loads(
     logged = caplog.text
     assert f"launching: {sys.executable} -m {module}" in logged
     assert "step 6: loss=" in logged  # the child's own lines, streamed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None,
+    reason="DeepSpeed is not installed (pip install 'editcaption[train]')",
+)
+def test_dpo_under_zero2_on_two_cpu_processes(tiny_qwen3_vl: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    items, texts = colour_preferences(tmp_path, 8)
+    metrics: list[tuple[int, dict[str, float]]] = []
+    config = DPOTrainer.Config(
+        model=str(tiny_qwen3_vl),
+        learning_rate=1e-3,
+        max_steps=4,
+        batch_size=2,
+        logging_steps=2,
+        deepspeed="zero2",
+        launcher={"type": "torchrun", "nproc_per_node": 2, "master_port": 29533},
+    )
+    context = training_context(tmp_path, step_id="dpo", records=texts, metrics=metrics)
+    dataset = Dataset(name="train", content_hash="sha256:test", format="items", count=8)
+
+    model = DPOTrainer(config, context).train(items, dataset)
+
+    AutoModelForImageTextToText.from_pretrained(model.uri)
+    margins = [values["rewards/margins"] for _, values in metrics if "rewards/margins" in values]
+    assert len(margins) == 2 and margins[-1] > margins[0]
+    assert model.meta["global_step"] == 4 and model.meta["resolved"]["world_size"] == 2
 
 
 def test_a_failing_child_fails_the_step_with_its_last_lines(
