@@ -355,6 +355,13 @@ def _concurrent_runs(tmp_path: Path, store: str, count: int, template: str) -> l
     return [json.loads(line)["pair"] for line in history.read_text().splitlines()]
 
 
+def test_two_runs_on_sqlite_both_finish_without_lock_or_unique_errors(tmp_path):
+    captioned = _concurrent_runs(tmp_path, f"sqlite:///{tmp_path / 'ecap.db'}", 2, "first")
+    assert len(set(captioned)) == 24
+    store = Store(f"sqlite:///{tmp_path / 'ecap.db'}", read_only=True)
+    assert [run["status"] for run in store.runs()] == ["complete", "complete"]
+
+
 @RUNNER_CLAIMS
 def test_two_runs_on_sqlite_caption_each_pair_once(tmp_path):
     captioned = _concurrent_runs(tmp_path, f"sqlite:///{tmp_path / 'ecap.db'}", 2, "first")
