@@ -121,8 +121,13 @@ def drop_fresh(url: str) -> None:
 # -- creation and migration -------------------------------------------------------------------
 
 
-def test_a_process_killed_while_creating_a_store_never_breaks_later_runs(store_url, tmp_path):
-    """SIGKILL the creator at 0 to 100 ms into creating the store: the next opener completes."""
+def test_a_process_killed_while_creating_a_store_never_breaks_later_runs(
+    store_url, tmp_path, monkeypatch, write_spec
+):
+    """SIGKILL the creator at 0 to 100 ms into creating the store: the next run completes."""
+    monkeypatch.chdir(tmp_path)
+    csv_file = make_pairs(tmp_path, 2)
+    spec = write_spec(f"steps: {{pairs: {{source: csv, with: {{path: {csv_file}}}}}}}")
     delays = [i / 1000 for i in range(0, 101, 7)]
     created_before_kill = 0
     for n, delay in enumerate(delays):
@@ -139,6 +144,8 @@ def test_a_process_killed_while_creating_a_store_never_breaks_later_runs(store_u
             child.send_signal(signal.SIGKILL)
             output = child.communicate()[0]
             created_before_kill += "created" in output
+            code, ran = invoke(["pipeline", "run", str(spec), "--no-progress"], url)
+            assert code == 0, ran
             assert_complete_store(url)
         finally:
             drop_fresh(url)
