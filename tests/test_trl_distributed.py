@@ -1,6 +1,7 @@
 """Launched training: DeepSpeed ZeRO-2 and ZeRO-3 over two CPU processes (torchrun and the
-DeepSpeed launcher, gloo) give a model that loads, for SFT and DPO; the child's output reaches the step's logger and its metrics the step's
-``log_metrics``; a failing child fails the step with its last lines."""
+DeepSpeed launcher, gloo) give a model that loads, for SFT and DPO; the child's output reaches
+the step's logger and its metrics the step's ``log_metrics``; a failing child fails the step with
+its last lines."""
 
 from __future__ import annotations
 
