@@ -322,8 +322,6 @@ set_registry(registry_with_fakes())
 main(sys.argv[1:])
 """
 
-RUNNER_CLAIMS = pytest.mark.xfail(strict=True, reason="runner does not claim yet")
-
 
 def _concurrent_runs(tmp_path: Path, store: str, count: int, template: str) -> list[str]:
     """Start ``count`` runs of one spec (a CSV source and a fake captioner that logs every
@@ -362,14 +360,12 @@ def test_two_runs_on_sqlite_both_finish_without_lock_or_unique_errors(tmp_path):
     assert [run["status"] for run in store.runs()] == ["complete", "complete"]
 
 
-@RUNNER_CLAIMS
 def test_two_runs_on_sqlite_caption_each_pair_once(tmp_path):
     captioned = _concurrent_runs(tmp_path, f"sqlite:///{tmp_path / 'ecap.db'}", 2, "first")
     assert len(set(captioned)) == 24
     assert Counter(captioned).most_common(1)[0][1] == 1, "a pair was captioned twice"
 
 
-@RUNNER_CLAIMS
 @pytest.mark.postgres
 def test_four_runs_on_postgres_caption_each_pair_once_on_a_new_and_an_existing_store(
     store_url, tmp_path

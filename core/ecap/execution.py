@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .claims import ClaimedWork
 from .errors import EcapError
 from .hashing import digest
 from .interfaces import Plugin, SourceRow, has_async
@@ -70,8 +71,10 @@ class StepExecution:
         step_run_id: str,
         progress: Progress,
         models: Sequence[Model] = (),
+        run_id: str | None = None,
     ) -> None:
         self.step, self.plugin, self.store, self.options = step, plugin, store, options
+        self.run_id = run_id
         self.contract = plugin.contract
         self.step_key, self.step_run_id = step_key, step_run_id
         self.progress = progress
@@ -97,7 +100,9 @@ class StepExecution:
             if self.contract.shape == "human":
                 results = self._annotate(todo, task)
             else:
-                asyncio.run(self._process(todo, results, task))
+                elsewhere = asyncio.run(self._process(todo, results, task))
+                finished.update(self.store.finished(elsewhere))
+                self.counts["cached"] += len(elsewhere)
         produced = self.outputs(inputs, finished, results)
         return self._outcome(), produced
 
@@ -155,31 +160,54 @@ class StepExecution:
 
     async def _process(
         self, todo: list[WorkUnit], results: dict[str, list[Item]], task: Any
-    ) -> None:
+    ) -> list[str]:
         """Every batch through the plugin: coroutine plugins several at a time, others one at a
-        time in a worker thread (so a plugin may run its own event loop inside)."""
-        size = self.step.options.batch_size
-        batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+        time in a worker thread (so a plugin may run its own event loop inside).
+
+        Each batch is claimed in the store before it is computed
+        (:class:`ecap.claims.ClaimedWork`), and the next one only when a worker is free for it,
+        so that other runs on the same store take the rest instead of computing it twice.
+        Returns the cache keys that other runs finished meanwhile: the caller serves them."""
+        units = {unit.cache_key: unit for unit in todo}
         asynchronous = self.contract.async_method is not None and has_async(
             self.plugin, self.contract.async_method
         )
-        limiter = asyncio.Semaphore(self.step.options.concurrency if asynchronous else 1)
+        free = asyncio.Semaphore(self.step.options.concurrency if asynchronous else 1)
 
-        async def one(batch: list[WorkUnit]) -> None:
-            payloads = [i.payload for i in batch]
-            call: Callable[[], Awaitable[Sequence[Any]]]
-            if asynchronous:
-                call = partial(getattr(self.plugin, self.contract.async_method or ""), payloads)
-            else:
-                call = partial(
-                    asyncio.to_thread, getattr(self.plugin, self.contract.method), payloads
-                )
-            async with limiter:
+        async def one(batch: list[WorkUnit], work: ClaimedWork) -> None:
+            try:
+                payloads = [i.payload for i in batch]
+                call: Callable[[], Awaitable[Sequence[Any]]]
+                if asynchronous:
+                    call = partial(getattr(self.plugin, self.contract.async_method or ""), payloads)
+                else:
+                    method = getattr(self.plugin, self.contract.method)
+                    call = partial(asyncio.to_thread, method, payloads)
                 outcomes = await self._with_retries(call, batch)
-            self._commit(batch, outcomes, results)
-            self.progress.advance(task, len(batch))
+                self._commit(batch, outcomes, results)
+                self.progress.advance(task, len(batch))
+            finally:
+                work.done([unit.cache_key for unit in batch])
+                free.release()
 
-        await asyncio.gather(*(one(b) for b in batches))
+        running: list[asyncio.Task[None]] = []
+        with ClaimedWork(self.store, self.step_key, run_id=self.run_id) as work:
+            claimed = work.abatches(list(units), self.step.options.batch_size).__aiter__()
+            try:
+                while True:
+                    await free.acquire()
+                    if any(t.done() and t.exception() for t in running):
+                        free.release()
+                        break  # a setup error fails the step: claim nothing more
+                    try:
+                        keys = await claimed.__anext__()
+                    except StopAsyncIteration:
+                        free.release()
+                        break
+                    running.append(asyncio.create_task(one([units[k] for k in keys], work)))
+            finally:
+                await asyncio.gather(*running)
+        return work.finished_elsewhere
 
     async def _with_retries(
         self, call: Callable[[], Awaitable[Sequence[Any]]], batch: list[WorkUnit]

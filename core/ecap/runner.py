@@ -199,7 +199,7 @@ class Runner:
             self.store.save_batch, step_run_id, step_key, step.id, [], []
         )
         context.log_metrics = partial(self.store.save_metrics, step_run_id)
-        execution = self.execution(step, plugin, step_key, step_run_id, progress)
+        execution = self.execution(step, plugin, step_key, step_run_id, progress, run_id)
         try:
             if plugin.contract.shape == "whole_input":
                 _, content_hash, _ = execution.whole_input_key(items)
@@ -222,7 +222,13 @@ class Runner:
         return outcome, produced
 
     def execution(
-        self, step: Step, plugin: Plugin, step_key: str, step_run_id: str, progress: Progress
+        self,
+        step: Step,
+        plugin: Plugin,
+        step_key: str,
+        step_run_id: str,
+        progress: Progress,
+        run_id: str | None = None,
     ) -> StepExecution:
         return StepExecution(
             step,
@@ -233,6 +239,7 @@ class Runner:
             step_run_id,
             progress,
             models=list(self.step_models(step).values()),
+            run_id=run_id,
         )
 
     def remember_models(self, step: Step, execution: StepExecution) -> None:
