@@ -124,6 +124,7 @@ def test_sft_learns_an_instruction_that_only_the_target_image_tells(
     assert model.meta["models"]["base_model"]["identity"]["content_hash"] == folder_hash(base)
     assert [c["step"] for c in model.meta["checkpoints"]] == [60, 120]
     assert model.meta["global_step"] == 120
+    assert model.dataset_id == model.meta["dataset"]["id"]
     assert model.meta["config"]["learning_rate"] == 3e-3
 
 

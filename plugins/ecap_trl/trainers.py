@@ -252,6 +252,7 @@ class TRLTrainer(Trainer):
             uri=str(job.output),
             revision=None,
             base_model_id=policy.record_id,
+            dataset_id=dataset.id,
             meta=meta,
         )
 
