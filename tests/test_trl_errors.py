@@ -127,6 +127,26 @@ def test_unknown_fields_are_refused() -> None:
         SFTTrainer.Config(base_model="m", lerning_rate=1e-3)  # type: ignore[call-arg]
 
 
+def test_new_weights_or_a_new_deepspeed_file_behind_the_same_paths_change_the_key(
+    tiny_qwen3_vl: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    shutil.copytree(tiny_qwen3_vl, tmp_path / "base")
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2}}')
+    config = SFTTrainer.Config(base_model="./base", deepspeed="ds.json")
+    trainer = SFTTrainer(config, training_context(tmp_path))
+    before = trainer.fingerprint()
+
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 3}}')
+    after_deepspeed = trainer.fingerprint()
+    (tmp_path / "base" / "generation_config.json").write_text('{"do_sample": false}')
+    after_weights = trainer.fingerprint()
+
+    assert len({before, after_deepspeed, after_weights}) == 3
+    assert before is not None and before.startswith(f"base_model={tmp_path / 'base'}#sha256:")
+
+
 def test_transport_fields_never_change_the_cache_key() -> None:
     """Logging, checkpoint interval, dataloader workers and the rendezvous address may change
     between attempts of one training without starting it again."""

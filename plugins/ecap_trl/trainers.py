@@ -47,9 +47,18 @@ class TRLTrainer(Trainer):
     # -- the shared run ---------------------------------------------------------------------
 
     def fingerprint(self) -> str | None:
-        """The DeepSpeed file's bytes: editing the JSON behind the same path retrains."""
+        """What the config's words do not pin down: the content hash of each local model folder
+        (new weights behind the same path retrain) and the DeepSpeed file's bytes. A
+        ``{step: NAME}`` model is the upstream step's, which the runner keys itself."""
+        parts = [
+            f"{name}={self.resolve(name, ref).identity.label()}"
+            for name, ref in self.model_fields().items()
+            if isinstance(ref, str)
+        ]
         path = self.deepspeed_file()
-        return f"deepspeed:{file_hash(path)}" if path else None
+        if path:
+            parts.append(f"deepspeed={file_hash(path)}")
+        return "\n".join(parts) or None
 
     def train(self, items: Sequence[Item], dataset: Dataset) -> Model:
         use_cpu = not _cuda_available()
