@@ -1,6 +1,7 @@
 """SFT from a spec: a ``train: sft`` step learns from human instructions, a ``caption: vlm`` step
 with ``model: {step: sft}`` samples the trained weights, and each instruction it writes leads back
-through the Model and its dataset to the human instructions that shaped it."""
+through the Model and its dataset to the human instructions that shaped it. Changing only
+transport fields retrains nothing."""
 
 from __future__ import annotations
 
@@ -108,3 +109,6 @@ def test_a_captioner_samples_the_model_a_train_step_made(
     losses = [m.values["loss"] for m in query_store(db, select(Metric)) if "loss" in m.values]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert run_spec(path).steps["sft"].status == "cached"
+    spec["steps"]["sft"]["with"].update(logging_steps=1, save_steps=7, dataloader_workers=1)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert run_spec(path).steps["sft"].status == "cached"  # transport only: nothing retrains
