@@ -36,7 +36,7 @@ def _kind_hook(interface: type) -> Callable[[Register], None]:
         f"Register :class:`~ecap.interfaces.{interface.__name__}` plugins, usable as "
         f"``{contract.key}:`` steps: {contract.summary}."
     )
-    return hookspec(register_kind)  # type: ignore[no-any-return]
+    return hookspec(register_kind)
 
 
 for _interface in KINDS.values():
