@@ -10,7 +10,6 @@ write it in the spec (``with: keep: ...``) and run again: only the decisions are
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import click
@@ -128,60 +127,38 @@ def retune_report(
     store: Any, step: str, new_rule: dict[str, Any], run_id: str | None = None
 ) -> dict[str, Any]:
     """Decisions of the current and the new rule over the step's stored scores, counted."""
-    from ..interfaces import Filter, PluginContext
-    from ..keep import breakdown
-    from ..plugins import get_registry
+    from ..report.filters import redecide
+    from ..report.query import StepRunFact
 
-    step_run = store.latest_step_run(step, run_id)
-    if step_run is None:
+    found = store.latest_step_run(step, run_id)
+    if found is None:
         raise EcapError(f"no step {step!r} in {store.redacted_url}; run the pipeline first")
-    if step_run["kind"] != "filter":
-        raise EcapError(f"step {step!r} is a {step_run['kind']} step, not a filter")
-    info = get_registry().get("filter", step_run["plugin"])
-    config_model = info.cls.Config
-    if "keep" not in config_model.model_fields:
-        raise EcapError(
-            f"filter {step_run['plugin']!r} has no `keep` rule (ecap.keep); its thresholds "
-            "can only be changed in the spec"
-        )
-    run = store.run(step_run["run_id"])
-    spec_dir = Path(run["spec_path"]).parent if run and run.get("spec_path") else Path.cwd()
-    context = PluginContext(step_id=step, base_dir=spec_dir, work_dir=spec_dir)
-    raw = dict(step_run["config"] or {})
-    try:
-        current = info.cls(config_model.model_validate(raw), context)
-        proposed = info.cls(config_model.model_validate({**raw, "keep": new_rule}), context)
-    except ValueError as exc:
-        raise EcapError(f"the new rule does not fit filter {step_run['plugin']!r}: {exc}") from exc
-    assert isinstance(current, Filter) and isinstance(proposed, Filter)
-    items = store.step_outputs(step_run["step_key"])
-    scored = [(item.score, item.pair.category) for item in items if item.score is not None]
-    default_component = getattr(info.cls, "default_component", "score")
+    step_run = StepRunFact.from_row(found)
+    items = store.step_outputs(step_run.step_key)
+    current = redecide(store, step_run, items)
+    proposed = redecide(store, step_run, items, keep=new_rule)
     report: dict[str, Any] = {
         "step": step,
-        "step_run": step_run["id"],
-        "plugin": step_run["plugin"],
+        "step_run": step_run.step_run_id,
+        "plugin": step_run.plugin,
         "scored": len(items),
     }
     decisions = {}
-    for name, plugin in (("current", current), ("new", proposed)):
-        rule = plugin.config.keep  # type: ignore[attr-defined]
-        decided = plugin.decide(items)
-        decisions[name] = [d.keep for d in decided]
+    for name, decided in (("current", current), ("new", proposed)):
+        decisions[name] = [d.keep for d in decided.decisions]
         by_category: dict[str, Counter[str]] = {}
-        for item, decision in zip(items, decided, strict=True):
+        for item, decision in zip(items, decided.decisions, strict=True):
             category = item.pair.category or NO_CATEGORY
             by_category.setdefault(category, Counter())["kept" if decision.keep else "dropped"] += 1
-        parts = breakdown(rule, scored, default_component)
         report[name] = {
-            "rule": rule.spec(),
-            "kept": sum(decisions[name]),
-            "dropped": len(items) - sum(decisions[name]),
+            "rule": decided.rule.spec(),
+            "kept": decided.kept,
+            "dropped": len(items) - decided.kept,
             "by_category": {
                 category: {"kept": counts["kept"], "dropped": counts["dropped"]}
                 for category, counts in sorted(by_category.items())
             },
-            "dropped_by": {part: kept.count(False) for part, kept in parts.items()},
+            "dropped_by": {part: kept.count(False) for part, kept in decided.parts().items()},
         }
     changed = zip(decisions["current"], decisions["new"], strict=True)
     report["changed"] = sum(a != b for a, b in changed)

@@ -54,7 +54,8 @@ class VerdictFact:
     """One verdict, judge's (``kind="model"``) or human's, with what reports group it by.
 
     ``axes`` are the judge's per-axis scores and ``weighted`` its overall score; ``labels`` are a
-    human's defect codes. ``run_id`` and ``step_id`` name the step run that wrote the verdict.
+    human's defect codes, or the failure-mode tags a judge wrote (``orientation_error`` ...).
+    ``run_id`` and ``step_id`` name the step run that wrote the verdict.
     """
 
     verdict_id: str
@@ -86,6 +87,78 @@ class ScoreFact:
     values: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class StepRunFact:
+    """One step run: which step of which run, its kind and plugin, how it ended, the (redacted)
+    config it ran with, its sample counts (a filter's ``kept`` and ``dropped`` among them) and
+    its step key (what its outputs are stored under)."""
+
+    step_run_id: str
+    run_id: str
+    step_id: str
+    kind: str
+    plugin: str
+    status: str
+    step_key: str
+    config: Mapping[str, Any]
+    counts: Mapping[str, int]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StepRunFact:
+        """From a step run as the store's API returns it (``Store.latest_step_run``)."""
+        return cls(
+            step_run_id=row["id"],
+            run_id=row["run_id"],
+            step_id=row["step_id"],
+            kind=row["kind"],
+            plugin=row["plugin"],
+            status=row["status"],
+            step_key=row["step_key"],
+            config=dict(row["config"] or {}),
+            counts={k: int(v) for k, v in (row["counts"] or {}).items() if _is_number(v)},
+        )
+
+
+@dataclass(frozen=True)
+class MetricFact:
+    """What a long step (a training) reported at one of its logging steps."""
+
+    step_run_id: str
+    step: int
+    values: Mapping[str, float]
+
+
+def step_runs(
+    store: Store, *, kind: str | None = None, runs: Sequence[str] = ()
+) -> list[StepRunFact]:
+    """Step runs of ``kind`` (every kind by default) in ``runs`` (id prefixes; all runs by
+    default), oldest first."""
+    from sqlalchemy import select, true
+
+    from ..store.schema import StepRun
+
+    statement = (
+        select(StepRun)
+        .where(StepRun.kind == kind if kind else true())
+        .where(_prefixed(StepRun.run_id, runs) if runs else true())
+        .order_by(StepRun.id)
+    )
+    with store.engine.connect() as conn:
+        return [StepRunFact.from_row(dict(row)) for row in conn.execute(statement).mappings()]
+
+
+def metrics(store: Store, step_run_ids: Sequence[str]) -> list[MetricFact]:
+    """Every metric these step runs reported, in the order reported (numbers only)."""
+    return [
+        MetricFact(
+            step_run_id=row["step_run_id"],
+            step=int(row["step"]),
+            values={k: float(v) for k, v in (row["values"] or {}).items() if _is_number(v)},
+        )
+        for row in store.metrics(list(step_run_ids))
+    ]
+
+
 def verdicts(
     store: Store,
     *,
@@ -99,7 +172,7 @@ def verdicts(
     """Judge verdicts written by ``runs`` (id prefixes) and ``steps`` (ids), from ``judge`` (a
     full name, or the plugin alone: ``gemini`` for ``gemini:gemini-2.5-pro``), and human verdicts
     written by ``human_runs`` and ``human_steps``; an empty selection means all."""
-    from sqlalchemy import JSON, and_, case, false, or_, true, type_coerce
+    from sqlalchemy import JSON, and_, false, or_, true, type_coerce
 
     from ..store.schema import VerdictRow
 
@@ -121,7 +194,7 @@ def verdicts(
         VerdictRow.instruction_id,
         VerdictRow.weighted,
         VerdictRow.axes,
-        type_coerce(case((VerdictRow.kind == "human", VerdictRow.labels), else_=None), JSON),
+        type_coerce(VerdictRow.labels, JSON),
         meta["rubric"].as_string(),
         type_coerce(meta["weights"], JSON),
     ).where(
@@ -306,11 +379,15 @@ def _weights(value: Any) -> tuple[tuple[str, float], ...] | None:
 
 __all__ = [
     "UNKNOWN",
+    "MetricFact",
     "Rubric",
     "ScoreFact",
+    "StepRunFact",
     "VerdictFact",
     "check_selection",
     "judges",
+    "metrics",
     "scores",
+    "step_runs",
     "verdicts",
 ]

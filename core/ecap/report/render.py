@@ -93,7 +93,7 @@ def _lines(table: Table, keys: Sequence[Column]) -> list[dict[str, str]]:
 def render_markdown(report: Report) -> str:
     out = ["# ecap report", "", summary(report), ""]
     for table in report.tables:
-        if not table.rows:
+        if not table.rows or not table.listed:
             continue
         header, rows = grid(table)
         out.extend([f"## {table.title}", "", table.blurb, "", *_md_table(header, rows), ""])
@@ -157,7 +157,7 @@ def render_terminal(report: Report) -> str:
     console = Console(file=buffer, width=200, color_system=None)
     console.print(summary(report).replace("`", ""))
     for table in report.tables:
-        if not table.rows:
+        if not table.rows or not table.listed:
             continue
         header, rows = grid(table)
         shown = RichTable(title=table.title, caption=table.blurb)
@@ -245,7 +245,9 @@ def render_html(report: Report) -> str:
         if not table.rows:
             continue
         title = html.escape(table.title)
-        parts.extend([f"<h2>{title}</h2>", f"<p>{html.escape(table.blurb)}</p>", html_table(table)])
+        parts.extend([f"<h2>{title}</h2>", f"<p>{html.escape(table.blurb)}</p>"])
+        if table.listed:
+            parts.append(html_table(table))
         if table.chart is not None:
             png = chart_png(table, table.chart)
             parts.append(
@@ -262,11 +264,15 @@ def render_html(report: Report) -> str:
 
 
 def chart_png(table: Table, chart: Chart) -> str:
-    """The table's bar charts as base64 PNG (matplotlib, the ``report`` extra)."""
+    """The table's charts as base64 PNG (matplotlib, the ``report`` extra)."""
     require("matplotlib", "report", "report")
     figures = require("matplotlib.figure", "report", "report")
     keys = [c for c in table.keys if c.key != table.pivot]
-    if chart.kind == "per_column":
+    if chart.kind == "lines":
+        figure = _line_panels(figures, table, chart)
+    elif chart.kind == "histogram":
+        figure = _histogram_panels(figures, table, chart)
+    elif chart.kind == "per_column":
         lines = _lines(table, keys)
         groups = [" · ".join(line.values()) for line in lines]
         cols = 2 if len(table.values) > 1 else 1
@@ -297,12 +303,83 @@ def _figure(figures: Any, groups: int, rows: int) -> Any:
     return figures.Figure(figsize=(width, 4.0 * rows), layout="constrained")
 
 
+def _panels(figures: Any, count: int) -> tuple[Any, list[Any]]:
+    """A figure of ``count`` charts, two a row, and its axes in order."""
+    cols = 2 if count > 1 else 1
+    rows = max(1, math.ceil(count / cols))
+    figure = figures.Figure(figsize=(6.0 * cols, 4.0 * rows), layout="constrained")
+    axes = [a for line in figure.subplots(rows, cols, squeeze=False) for a in line]
+    for unused in axes[count:]:
+        unused.set_visible(False)
+    return figure, axes[:count]
+
+
+def _number_or_none(value: Value) -> float | None:
+    return value.mean if isinstance(value, Stat) else value
+
+
+def _line_panels(figures: Any, table: Table, chart: Chart) -> Any:
+    """One chart per value column that has numbers: key ``chart.x`` on the x axis, one line per
+    combination of the other keys."""
+    assert chart.x is not None, "a line chart names its x key"
+    others = [c for c in table.keys if c.key != chart.x]
+    drawn = [c for c in table.values if any(r.values.get(c.key) is not None for r in table.rows)]
+    figure, axes = _panels(figures, len(drawn))
+    for ax, column in zip(axes, drawn, strict=True):
+        for line in _lines(table, others):
+            points = [
+                (float(r.keys[chart.x]), y)
+                for r in table.rows
+                if all(r.keys.get(k) == v for k, v in line.items())
+                and (y := _number_or_none(r.values.get(column.key))) is not None
+            ]
+            if points:
+                xs, ys = zip(*sorted(points), strict=True)
+                ax.plot(xs, ys, marker="." if len(xs) < 50 else "", label=" · ".join(line.values()))
+        ax.set_title(column.label)
+        ax.set_xlabel(next(c.label for c in table.keys if c.key == chart.x))
+        ax.set_ylabel(chart.ylabel)
+        if chart.ymax is not None:
+            ax.set_ylim(top=chart.ymax)
+        ax.grid(alpha=0.3)
+        if len(_lines(table, others)) > 1:
+            ax.legend(fontsize="small")
+    return figure
+
+
+def _histogram_panels(figures: Any, table: Table, chart: Chart) -> Any:
+    """One chart per combination of the keys other than the bin (``chart.x``) and the pivot:
+    each row's ``n`` as a bar over its bin, one bar per pivot value."""
+    assert chart.x is not None, "a histogram names its bin key"
+    others = [c for c in table.keys if c.key not in (chart.x, table.pivot)]
+    panels = _lines(table, others)
+    figure, axes = _panels(figures, len(panels))
+    pivots = table.distinct(table.pivot) if table.pivot else [""]
+    for ax, panel in zip(axes, panels, strict=True):
+        rows = [r for r in table.rows if all(r.keys.get(k) == v for k, v in panel.items())]
+        bins = list(dict.fromkeys(r.keys[chart.x] for r in rows))
+        series: list[tuple[str, list[Value]]] = []
+        for pivot in pivots:
+            counts: list[Value] = [
+                float(sum(r.n for r in rows if r.keys[chart.x] == b and _in(r, table, pivot)))
+                for b in bins
+            ]
+            series.append((pivot, counts))
+        _bars(ax, bins, series, chart.ylabel, chart.ymax)
+        ax.set_title(" · ".join(panel.values()))
+    return figure
+
+
+def _in(row: Any, table: Table, pivot: str) -> bool:
+    return table.pivot is None or row.keys.get(table.pivot) == pivot
+
+
 def _bars(
     ax: Any,
     groups: Sequence[str],
     series: Sequence[tuple[str, Sequence[Value]]],
     ylabel: str,
-    ymax: float,
+    ymax: float | None,
 ) -> None:
     """Grouped bars: one group per entry of ``groups``, one bar per series, interval error bars."""
     width = 0.8 / max(len(series), 1)
@@ -318,7 +395,7 @@ def _bars(
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, ymax)
+    ax.set_ylim(0, ymax)  # ``None``: fitted to the bars
     ax.grid(axis="y", alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize="small")

@@ -139,9 +139,13 @@ class ReportSection(ABC):
 def section_classes() -> dict[str, type[ReportSection]]:
     """Every registered section by name: ecap's own and every installed plugin's."""
     from ..plugins import get_registry
+    from .filters import FiltersSection
     from .human import HumanGradesSection
 
-    found: dict[str, type[ReportSection]] = {"human_grades": HumanGradesSection}
+    found: dict[str, type[ReportSection]] = {
+        "human_grades": HumanGradesSection,
+        "filters": FiltersSection,
+    }
     for name, registration in get_registry().report_sections.items():
         target = registration.target
         if isinstance(target, str):

@@ -52,13 +52,18 @@ class Row:
 
 @dataclass(frozen=True)
 class Chart:
-    """How HTML draws a table as bar charts with interval error bars: ``grouped`` puts one group
+    """How HTML draws a table. Bar charts with interval error bars: ``grouped`` puts one group
     of bars per row, one bar per value column; ``per_column`` draws one chart per value column,
-    one group per row key (``pivot`` excluded) and one bar per pivot value."""
+    one group per row key (``pivot`` excluded) and one bar per pivot value. ``lines`` draws one
+    chart per value column with the numbers of key column ``x`` on the x axis, one line per
+    combination of the other keys (a loss curve). ``histogram`` draws one chart per combination
+    of the keys other than ``x`` (the bin) and ``pivot``: each row's ``n`` as a bar, one bar per
+    pivot value. ``ymax`` ``None`` fits the axis to the data."""
 
-    kind: Literal["grouped", "per_column"]
+    kind: Literal["grouped", "per_column", "lines", "histogram"]
     ylabel: str
-    ymax: float
+    ymax: float | None = None
+    x: str | None = None
 
 
 @dataclass
@@ -75,6 +80,9 @@ class Table:
     chart: Chart | None = None
     #: Key columns in the order Markdown and HTML show them (default: ``keys``' order).
     display: list[str] | None = None
+    #: Whether Markdown, the terminal and HTML list the rows; a long series (a loss curve per
+    #: logging step) is only drawn, and JSON and CSV list it all the same.
+    listed: bool = True
 
     def shown_keys(self) -> list[Column]:
         if self.display is None:

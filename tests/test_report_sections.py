@@ -1,0 +1,173 @@
+"""The report sections plugins and the core add beside the judge tables: filters (kept, dropped,
+keep rate per rule, score histograms, dropped examples), training curves, and failure modes.
+
+Each test runs a real spec into a store and reads ``ecap report`` back as JSON and Markdown, with
+exact numbers; the HTML page must carry the charts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from ecap.plugins import Registry
+from ecap.report.command import report_command
+from ecap.testing import run_spec
+
+#: Instructions of the six pairs ``ecap_pairs`` writes (categories color, add, remove, move,
+#: style, global), chosen so that each heuristic part drops something.
+INSTRUCTIONS = [
+    "Make the red circle blue.",  # kept
+    "Adjust the image.",  # too short (3 words < 4) and a vague verb
+    "Remove the small green square.",  # kept
+    "Make the red circle blue.",  # a duplicate of pair 0
+    "Put it back as in the second image.",  # leaks the target
+    "Turn the background yellow.",  # kept
+]
+#: The fake filter's score per category: kept at 5 or more.
+FAKE_SCORES = {"color": 9, "add": 2, "remove": 7.5, "move": 4, "style": 6, "global": 1}
+
+
+def report(store: Path, *args: str) -> Any:
+    """``ecap report --json`` over the store, parsed."""
+    result = CliRunner().invoke(report_command, ["--store", str(store), "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def markdown(store: Path, *args: str) -> str:
+    result = CliRunner().invoke(report_command, ["--store", str(store), *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def html_page(store: Path, tmp_path: Path) -> str:
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        report_command, ["--store", str(store), "--format", "html", "-o", str(page)]
+    )
+    assert result.exit_code == 0, result.output
+    return page.read_text()
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def filtered(
+    ecap_registry: Registry, ecap_pairs: Path, write_spec: Callable[[str], Path], tmp_path: Path
+) -> Path:
+    """A store where the heuristics filter and the fake filter each decided the six pairs."""
+    with ecap_pairs.open() as f:
+        rows = list(csv.DictReader(f))
+    for row, text in zip(rows, INSTRUCTIONS, strict=True):
+        row["instruction"] = text
+    with ecap_pairs.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    replies = ", ".join(f'{c}: "{s}"' for c, s in FAKE_SCORES.items())
+    spec = write_spec(
+        f"""
+        name: filters
+        steps:
+          pairs:
+            source: csv
+            with: {{path: {ecap_pairs.name}}}
+          checked:
+            filter: heuristics
+            from: pairs
+            with: {{checks: [vague_terms, length, leak], min_words: 4}}
+          scored:
+            filter: fake
+            from: pairs
+            with: {{replies: {{{replies}}}, min_score: 5}}
+        """
+    )
+    result = run_spec(spec)
+    assert result.status == "complete", {k: v.error for k, v in result.steps.items()}
+    return tmp_path / "ecap.db"
+
+
+def test_filter_steps_count_kept_and_dropped_rows(filtered: Path) -> None:
+    data = report(filtered)
+    assert data["filter_steps"] == [
+        {
+            "step": "checked",
+            "plugin": "heuristics",
+            "n": 6,
+            "kept": 3.0,
+            "dropped": 3.0,
+            "keep_rate": 50.0,
+            "failed": 0.0,
+        },
+        {
+            "step": "scored",
+            "plugin": "fake",
+            "n": 6,
+            "kept": 3.0,
+            "dropped": 3.0,
+            "keep_rate": 50.0,
+            "failed": 0.0,
+        },
+    ]
+
+
+def test_keep_rate_per_rule_splits_the_heuristic_flags(filtered: Path) -> None:
+    rules = {r["rule"]: (r["kept"], r["dropped"]) for r in report(filtered)["filter_rules"]}
+    assert rules == {
+        "{unflagged: [vague_terms]}": (4.0, 2.0),  # 'adjust' and the vague reference 'it'
+        "{unflagged: [too_short]}": (5.0, 1.0),
+        "{unflagged: [too_long]}": (6.0, 0.0),
+        "{unflagged: [leak]}": (5.0, 1.0),
+        "{unique: text_hash}": (5.0, 1.0),
+    }
+
+
+def test_dropped_examples_say_why(filtered: Path) -> None:
+    dropped = [r for r in report(filtered)["filter_dropped"] if r["step"] == "checked"]
+    reasons = {r["instruction"]: r["reason"] for r in dropped}
+    assert set(reasons) == {
+        "Adjust the image.",
+        "Make the red circle blue.",
+        "Put it back as in the second image.",
+    }
+    assert (
+        reasons["Adjust the image."] == "vague_terms: vague verb 'adjust'; too_short: 3 words < 4"
+    )
+    assert reasons["Make the red circle blue."].startswith("duplicate (text_hash) of ")
+    assert "leak: points at the other image" in reasons["Put it back as in the second image."]
+    scored = [r for r in report(filtered)["filter_dropped"] if r["step"] == "scored"]
+    assert sorted(r["category"] for r in scored) == ["add", "global", "move"]
+
+
+def test_score_histograms_count_each_category_per_bin(filtered: Path) -> None:
+    rows = report(filtered)["filter_histograms"]
+    assert {r["step"] for r in rows} == {"scored"}  # the heuristics' flags are no histogram
+    filled = {(r["bin"], r["category"]): r["n"] for r in rows if r["n"]}
+    # scores 1..9 in ten bins of 0.8: the last bin holds 9
+    assert filled == {
+        ("[1, 1.8)", "global"): 1,
+        ("[1.8, 2.6)", "add"): 1,
+        ("[3.4, 4.2)", "move"): 1,
+        ("[5.8, 6.6)", "style"): 1,
+        ("[7.4, 8.2)", "remove"): 1,
+        ("[8.2, 9]", "color"): 1,
+    }
+    assert len(rows) == 10 * 6
+    assert all(r["share"] == 100.0 * r["n"] for r in rows)  # one row per category
+
+
+def test_filter_section_in_markdown_and_html(filtered: Path, tmp_path: Path) -> None:
+    text = markdown(filtered)
+    assert "| checked | heuristics | 3 | 3 | 50.0% | 0 | 6 |" in text
+    assert "| scored | score | [8.2, 9] | 0.0% | 0 | 100.0% | 1 |" in text
+    page = html_page(filtered, tmp_path)
+    assert "<h2>Score histograms</h2>" in page
+    assert page.count('src="data:image/png;base64,') == 1  # the histogram chart
