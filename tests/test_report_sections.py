@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from ecap.plugins import Registry
 from ecap.report.command import report_command
+from ecap.store import Store
 from ecap.testing import run_spec
 
 #: Instructions of the six pairs ``ecap_pairs`` writes (categories color, add, remove, move,
@@ -171,3 +172,81 @@ def test_filter_section_in_markdown_and_html(filtered: Path, tmp_path: Path) -> 
     page = html_page(filtered, tmp_path)
     assert "<h2>Score histograms</h2>" in page
     assert page.count('src="data:image/png;base64,') == 1  # the histogram chart
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trained(
+    ecap_registry: Registry, ecap_pairs: Path, write_spec: Callable[[str], Path], tmp_path: Path
+) -> Path:
+    """A store with two fake trainings, ``sft`` and ``dpo``, each of which logged its loss at
+    step 1 (the fake logs its row count, 6); later logging steps are added as TRL's callback
+    reports them (``tokens_per_second``; a DPO's ``rewards/margins`` and ``rewards/accuracies``)."""
+    spec = write_spec(
+        f"""
+        name: training
+        steps:
+          pairs: {{source: csv, with: {{path: {ecap_pairs.name}}}}}
+          refined: {{caption: fake, from: pairs}}
+          sft: {{train: fake, from: refined}}
+          dpo: {{train: fake, from: refined, with: {{base_model: other-base}}}}
+        """
+    )
+    result = run_spec(spec)
+    assert result.status == "complete", {k: v.error for k, v in result.steps.items()}
+    store = Store(f"sqlite:///{tmp_path / 'ecap.db'}")
+    try:
+        later = {
+            "sft": [
+                (2, {"loss": 4.0, "tokens_per_second": 100.0, "learning_rate": 1e-5}),
+                (3, {"loss": 4.5, "tokens_per_second": 200.0}),
+            ],
+            "dpo": [
+                (2, {"loss": 0.69, "rewards/margins": 0.1, "rewards/accuracies": 0.5}),
+                (3, {"loss": 0.5, "rewards/margins": 0.4, "rewards/accuracies": 0.75}),
+                (3, {"train_loss": 0.6, "train_runtime": 2.0}),  # the end-of-training summary
+            ],
+        }
+        for step, rows in later.items():
+            step_run = store.latest_step_run(step)
+            assert step_run is not None
+            for logging_step, values in rows:
+                store.save_metrics(step_run["id"], logging_step, values)
+    finally:
+        store.close()
+    return tmp_path / "ecap.db"
+
+
+def test_training_table_has_final_and_lowest_loss_and_dpo_margins(trained: Path) -> None:
+    rows = {r["step"]: r for r in report(trained)["training"]}
+    sft, dpo = rows["sft"], rows["dpo"]
+    assert (sft["plugin"], sft["n"]) == ("fake", 3)
+    assert (sft["final_loss"], sft["min_loss"], sft["steps"]) == (4.5, 4.0, 3.0)
+    assert sft["tokens_per_second"] == 150.0
+    assert sft["margin"] is None and sft["accuracy"] is None
+    assert (dpo["final_loss"], dpo["min_loss"], dpo["steps"], dpo["n"]) == (0.5, 0.5, 3.0, 4)
+    assert (dpo["margin"], dpo["accuracy"]) == (0.4, 75.0)
+    assert dpo["tokens_per_second"] is None
+
+
+def test_training_curves_are_drawn_in_html_and_listed_in_json_only(
+    trained: Path, tmp_path: Path
+) -> None:
+    curves = report(trained)["training_curves"]
+    assert [(r["step"], r["log_step"], r["loss"], r["margin"]) for r in curves] == [
+        ("dpo", "1", 6.0, None),
+        ("dpo", "2", 0.69, 0.1),
+        ("dpo", "3", 0.5, 0.4),
+        ("sft", "1", 6.0, None),
+        ("sft", "2", 4.0, None),
+        ("sft", "3", 4.5, None),
+    ]
+    text = markdown(trained)
+    assert "## Training\n" in text and "## Training curves" not in text
+    assert "| 0.5000 | 0.5000 | 3 | - | 0.4000 | 75.0% | 4 |" in text
+    page = html_page(trained, tmp_path)
+    assert "<h2>Training curves</h2>" in page
+    assert page.count('src="data:image/png;base64,') == 1  # loss and margin, one figure
+    assert "Logging step" not in page  # the curve's points are drawn, not listed

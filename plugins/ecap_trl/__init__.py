@@ -1,6 +1,7 @@
 """``sft`` and ``dpo`` trainers on TRL, peft and DeepSpeed (``pip install 'editcaption[train]'``).
 
-Nothing heavy is imported until a step trains.
+Nothing heavy is imported until a step trains. ``ecap report`` gains a training section (loss
+and DPO reward curves, :mod:`ecap_trl.report`).
 """
 
 from __future__ import annotations
@@ -14,3 +15,8 @@ from .trainers import DPOTrainer, SFTTrainer
 def register_trainers(register: Register) -> None:
     register("sft", SFTTrainer)
     register("dpo", DPOTrainer)
+
+
+@hookimpl
+def register_report_sections(register: Register) -> None:
+    register("training", "ecap_trl.report:TrainingSection")
