@@ -12,7 +12,7 @@ from ecap.provenance import query, walk
 from ecap.records import Dataset, ImageRef, Instruction, Item, Pair, SampleError, Score
 from ecap.store import Store
 from ecap.store.schema import Base
-from ecap.store.store import Finished
+from ecap.store.store import CompletedSample
 
 
 def a_pair(n: int) -> Pair:
@@ -59,7 +59,7 @@ def test_records_round_trip_and_pairs_are_deduplicated(store_url):
         step_run,
         "ecap1:step",
         "pairs",
-        [Finished("k1", "row1", [Item(pair=pair, instruction=instruction).refs()])],
+        [CompletedSample("k1", "row1", [Item(pair=pair, instruction=instruction).refs()])],
         [],
         [pair, instruction],
     )
@@ -68,7 +68,7 @@ def test_records_round_trip_and_pairs_are_deduplicated(store_url):
         step_run,
         "ecap1:step",
         "pairs",
-        [Finished("k2", "row2", [Item(pair=again).refs()])],
+        [CompletedSample("k2", "row2", [Item(pair=again).refs()])],
         [],
         [again],
     )
@@ -92,7 +92,7 @@ def test_a_record_saved_again_keeps_its_lineage_edges_once(store_url):
     for key in ("k1", "k2"):
         refs = Item(pair=pair, instruction=instruction).refs()
         store.save_batch(
-            step_run, "ecap1:step", "pairs", [Finished(key, key, [refs])], [], [pair, instruction]
+            step_run, "ecap1:step", "pairs", [CompletedSample(key, key, [refs])], [], [pair, instruction]
         )
     with store.engine.connect() as conn:
         edges = conn.execute(
