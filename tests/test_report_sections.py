@@ -250,3 +250,112 @@ def test_training_curves_are_drawn_in_html_and_listed_in_json_only(
     assert "<h2>Training curves</h2>" in page
     assert page.count('src="data:image/png;base64,') == 1  # loss and margin, one figure
     assert "Logging step" not in page  # the curve's points are drawn, not listed
+
+
+# -- failure modes ---------------------------------------------------------------------------
+
+SHAPES = {"count": 6, "seed": 1, "split": "test", "operations": ["move", "zoom"], "image_size": 48}
+FLIPS = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def canonical_instructions(folder: Path) -> dict[str, tuple[str, str]]:
+    """pair id -> (operation, canonical instruction) of the pairs the ``shapes`` step makes."""
+    from ecap.interfaces import PluginContext
+    from ecap_shapes.source import CHANGES, ShapesConfig, ShapesSource
+
+    context = PluginContext(step_id="pairs", base_dir=folder, work_dir=folder)
+    source = ShapesSource(ShapesConfig(include_instruction=True, **SHAPES), context)
+    found = {}
+    for loaded in source.load(list(source.rows())):
+        assert isinstance(loaded, list)
+        for item in loaded:
+            assert item.instruction is not None and item.reference is not None
+            found[item.pair.id] = (item.reference.meta[CHANGES][0], item.instruction.text)
+    return {pair: (change["operation"], text) for pair, (change, text) in found.items()}
+
+
+def mistaken(change: str, text: str) -> str:
+    """The instruction with its direction flipped (a move) or its zoom reversed."""
+    if change == "zoom":
+        return (
+            text.replace("Zoom in", "Zoom out")
+            if "Zoom in" in text
+            else text.replace("Zoom out", "Zoom in")
+        )
+    for word, flip in FLIPS.items():
+        if f" {word} " in text:
+            return text.replace(f" {word} ", f" {flip} ")
+    raise AssertionError(f"no direction in {text!r}")
+
+
+@pytest.fixture
+def judged(
+    ecap_registry: Registry, write_spec: Callable[[str], Path], tmp_path: Path
+) -> tuple[Path, dict[str, tuple[str, str]]]:
+    """ShapesEdit pairs judged twice by ``shapes-rules``: their canonical instructions (author
+    ``shapes``), and a fake captioner's copies with every direction and zoom reversed except the
+    first pair's (author ``fake``)."""
+    pairs = canonical_instructions(tmp_path / "probe")
+    replies = {
+        pair: text if pair == min(pairs) else mistaken(op, text)
+        for pair, (op, text) in pairs.items()
+    }
+    spec = write_spec(
+        f"""
+        name: failures
+        steps:
+          pairs:
+            source: shapes
+            with: {json.dumps({**SHAPES, "include_instruction": True})}
+          reference_judged: {{judge: shapes-rules, from: pairs}}
+          captions:
+            caption: fake
+            from: pairs
+            with: {{replies: {json.dumps(replies)}}}
+          caption_judged: {{judge: shapes-rules, from: captions}}
+        """
+    )
+    result = run_spec(spec)
+    assert result.status == "complete", {k: v.error for k, v in result.steps.items()}
+    return tmp_path / "ecap.db", pairs
+
+
+def test_failure_modes_rate_orientation_and_viewpoint_errors_per_model(
+    judged: tuple[Path, dict[str, tuple[str, str]]],
+) -> None:
+    store, pairs = judged
+    reversed_ops = [op for pair, (op, _) in pairs.items() if pair != min(pairs)]
+    moves, zooms = reversed_ops.count("move"), reversed_ops.count("zoom")
+    assert moves and zooms  # the seed reverses both kinds
+    rows = {(r["step"], r["model"]): r for r in report(store)["failure_modes"]}
+    assert set(rows) == {("caption_judged", "fake"), ("reference_judged", "shapes")}
+    reference, captions = rows["reference_judged", "shapes"], rows["caption_judged", "fake"]
+    assert reference["n"] == captions["n"] == 6
+    assert reference["S"]["mean"] == 5.0
+    assert reference["orientation_error"]["mean"] == reference["viewpoint_error"]["mean"] == 0.0
+    assert captions["orientation_error"]["mean"] == pytest.approx(100.0 * moves / 6)
+    assert captions["viewpoint_error"]["mean"] == pytest.approx(100.0 * zooms / 6)
+    assert captions["S"]["mean"] < 5.0
+
+
+def test_failure_modes_s_is_the_mean_of_the_stored_verdicts_and_shown_in_markdown(
+    judged: tuple[Path, dict[str, tuple[str, str]]],
+) -> None:
+    from sqlalchemy import select
+
+    from ecap.store.schema import InstructionRow, VerdictRow
+    from ecap.testing import query_store
+
+    store, _ = judged
+    authors = {row.id: row.author for row in query_store(store, select(InstructionRow))}
+    fake_scores = [
+        v.weighted
+        for v in query_store(store, select(VerdictRow))
+        if authors[v.instruction_id] == "fake"
+    ]
+    (captions,) = [r for r in report(store)["failure_modes"] if r["model"] == "fake"]
+    assert captions["S"]["mean"] == pytest.approx(sum(fake_scores) / len(fake_scores))
+    text = markdown(store)
+    assert "## Failure modes" in text
+    header = next(line for line in text.splitlines() if line.startswith("| Judge step"))
+    assert header.startswith("| Judge step | Model | S | Orientation error | Viewpoint error |")

@@ -5,6 +5,8 @@
   failure-mode tags;
 - ``shapes-annotator`` (annotate): a simulated human that refines instructions and corrects
   failures into preferences, recorded as simulated.
+- a ``failure_modes`` section of ``ecap report``: the rate of each failure-mode tag per judge step
+  and model, orientation and viewpoint errors first.
 """
 
 from __future__ import annotations
@@ -29,3 +31,8 @@ def register_judges(register: Register) -> None:
 @hookimpl
 def register_annotators(register: Register) -> None:
     register("shapes-annotator", ShapesAnnotator)
+
+
+@hookimpl
+def register_report_sections(register: Register) -> None:
+    register("failure_modes", "ecap_shapes.report:FailureModesSection")
