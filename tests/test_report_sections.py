@@ -174,6 +174,20 @@ def test_filter_section_in_markdown_and_html(filtered: Path, tmp_path: Path) -> 
     assert page.count('src="data:image/png;base64,') == 1  # the histogram chart
 
 
+def test_runs_show_says_what_each_filter_step_kept_and_dropped(filtered: Path) -> None:
+    from ecap.cli import cli
+
+    result = CliRunner().invoke(cli, ["runs", "show", "--store", str(filtered)])
+    assert result.exit_code == 0, result.output
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in result.output.splitlines()]
+    samples = {row[0]: row[3] for row in cells if len(row) == 5}
+    assert samples == {
+        "pairs": "6/6 done",
+        "checked": "6/6 done, 3 kept, 3 dropped",
+        "scored": "6/6 done, 3 kept, 3 dropped",
+    }
+
+
 # -- training --------------------------------------------------------------------------------
 
 

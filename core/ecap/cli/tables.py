@@ -129,11 +129,14 @@ def _fit(
 
 
 def samples(counts: dict[str, int]) -> str:
-    """A step's sample counts in one cell: ``6/6 done (2 cached), 1 failed, 3 waiting``."""
+    """A step's sample counts in one cell: ``6/6 done (2 cached), 1 failed, 3 waiting``; a
+    filter step's also say what its keep rule decided: ``6/6 done, 4 kept, 2 dropped``."""
     finished = counts.get("done", 0) + counts.get("cached", 0)
     text = f"{finished}/{counts.get('inputs', finished)} done"
     if counts.get("cached"):
         text += f" ({counts['cached']} cached)"
+    if "kept" in counts:
+        text += f", {counts['kept']} kept, {counts.get('dropped', 0)} dropped"
     if counts.get("failed"):
         text += f", {counts['failed']} failed"
     if counts.get("pending"):
