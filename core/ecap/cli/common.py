@@ -13,7 +13,6 @@ from rich.console import Console
 
 from ..cli_api import json_option as json_option  # shared with plugin commands
 from ..cli_api import store_option as store_option
-from ..errors import EcapError
 from .tables import print_table
 
 if TYPE_CHECKING:
@@ -52,17 +51,12 @@ def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def open_store(ref: str | None, *, auto_upgrade: bool = False) -> Store:
-    """Open an existing store for the reading commands (which never upgrade someone's data)."""
+def open_store(ref: str | None) -> Store:
+    """Open an existing store for the reading commands, which never create, upgrade or write
+    anything (an unrelated or damaged database is refused, saying why)."""
     from ..store import Store
 
-    url = store_url(ref)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise EcapError(
-            f"no store at {url.removeprefix('sqlite:///')}; run a pipeline first, "
-            "or point --store (or $ECAP_STORE) at one"
-        )
-    return Store(url, auto_upgrade=auto_upgrade)
+    return Store(store_url(ref), read_only=True)
 
 
 def emit(
