@@ -21,7 +21,7 @@ With ``--run`` the latest step run of each filter step within those runs is read
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,7 +309,7 @@ def histogram_rows(step: str, items: Sequence[Item]) -> list[Row]:
             continue
         for name, value in item.score.values.items():
             if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-                values[name].append((float(value), _category(item)))
+                values[name].append((float(value), _category(item)))  # NaN != NaN: left out
     rows = []
     for component in sorted(values):
         found = values[component]
@@ -322,14 +322,9 @@ def histogram_rows(step: str, items: Sequence[Item]) -> list[Row]:
             label = _bin_label(edges, index)
             for category in sorted(per_category, key=lambda c: (c == NO_CATEGORY, c)):
                 n = counts[index, category]
-                share: Mapping[str, Value] = {"share": 100.0 * n / per_category[category]}
-                rows.append(
-                    Row(
-                        {"step": step, "component": component, "bin": label, "category": category},
-                        dict(share),
-                        n,
-                    )
-                )
+                keys = {"step": step, "component": component, "bin": label, "category": category}
+                share: dict[str, Value] = {"share": 100.0 * n / per_category[category]}
+                rows.append(Row(keys, share, n))
     return rows
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..interfaces import require
 from .stats import Stat
-from .table import Chart, Column, Report, Table, Value
+from .table import Chart, Column, Report, Row, Table, Value
 
 NOTHING = "No judge or human verdicts match this selection."
 
@@ -370,7 +370,7 @@ def _histogram_panels(figures: Any, table: Table, chart: Chart) -> Any:
     return figure
 
 
-def _in(row: Any, table: Table, pivot: str) -> bool:
+def _in(row: Row, table: Table, pivot: str) -> bool:
     return table.pivot is None or row.keys.get(table.pivot) == pivot
 
 
