@@ -3,8 +3,8 @@
 The layers, each readable alone:
 
 - :mod:`ecap.report.query`: the store as reports read it, plain rows (:class:`VerdictFact`,
-  :class:`ScoreFact`),
-  never the store's tables: a plugin's section keeps working when a table changes;
+  :class:`ScoreFact`, step runs and their metrics), never the store's tables: a plugin's
+  section keeps working when a table changes;
 - :mod:`ecap.report.stats`: bootstrap intervals and rank correlation (numpy, scipy);
 - :mod:`ecap.report.table`: the one table model (:class:`Table` of :class:`Row`) sections return;
 - :mod:`ecap.report.render`: Markdown, CSV, JSON, terminal and HTML (with matplotlib charts);
@@ -12,8 +12,10 @@ The layers, each readable alone:
   sections read, and :func:`build_report`;
 - :mod:`ecap.report.command`: the ``ecap report`` command.
 
-ecap's own section is the human defect grades (:mod:`ecap.report.human`); the judges plugin adds
-judge scores, the ablation and judge-human agreement; any plugin adds more with the
+ecap's own sections are the human defect grades (:mod:`ecap.report.human`) and the filters
+(:mod:`ecap.report.filters`: kept and dropped rows, keep rate per rule, score histograms); the
+judges plugin adds judge scores, the ablation and judge-human agreement, the trl plugin training
+curves, the shapes plugin failure-mode rates; any plugin adds more with the
 ``register_report_sections(register)`` hook. The statistics need the ``report`` extra
 (``pip install 'editcaption[report]'``: numpy, scipy, matplotlib).
 """
