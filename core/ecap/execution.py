@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from .claims import ClaimedWork
 from .errors import EcapError
+from .executors import BatchCalls, make_executor
 from .hashing import digest
-from .interfaces import Plugin, SourceRow, has_async
+from .interfaces import Plugin, SourceRow
 from .logs import event
 from .progress import Progress
 from .records import Dataset, Item, Model, Record, SampleError
@@ -34,6 +36,9 @@ from .store.store import CompletedSample
 
 if TYPE_CHECKING:
     from .runner import RunOptions
+
+#: How often a worker looks whether another run has finished a step it waits for.
+WORKER_POLL_SECONDS = 2.0
 
 #: What a step made of one input: items, a failure, or ``None`` when the work is still pending
 #: outside the process (humans in Label Studio, a batch-API job); the step then waits.
@@ -82,9 +87,43 @@ class StepExecution:
         self.counts = {"inputs": 0, "cached": 0, "done": 0, "failed": 0, "pending": 0}
 
     def run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        if self.options.worker and self.contract.shape != "per_sample":
+            return self.finished_by_another_run(items)
         if self.contract.shape == "whole_input":
             return self.whole_input(items)
         return self.per_sample(items)
+
+    def finished_by_another_run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        """A worker's way through a step it does not run (people's work, a training, an
+        export): wait until another run has stored all of it, then serve it as cached. One
+        trainer, one exporter and one set of annotation tasks, however many workers there are."""
+        whole = self.contract.shape == "whole_input"
+        inputs: list[WorkUnit] = []
+        if whole:
+            unique, _, cache_key = self.whole_input_key(items)
+            keys = [cache_key]
+        else:
+            inputs = self.inputs(items)
+            keys = [i.cache_key for i in inputs]
+        waited = False
+        while len(finished := self.store.finished(keys)) < len(keys):
+            if not waited:
+                event(
+                    "step.waiting",
+                    logging.WARNING,
+                    step=self.step.id,
+                    samples=len(keys) - len(finished),
+                    why=f"a worker does not run {self.contract.key} steps; waiting for a run "
+                    "without --worker to finish them",
+                )
+                waited = True
+            time.sleep(WORKER_POLL_SECONDS)
+        if whole:
+            self.produced = self.produced_before(cache_key) or []
+            self.counts.update(inputs=len(unique), cached=len(unique))
+            return StepOutcome(self.step.id, "cached", self.step_run_id, self.counts), unique
+        self.counts.update(inputs=len(inputs), cached=len(inputs))
+        return self._outcome(), self.outputs(inputs, finished, {})
 
     # -- per-sample and human kinds -----------------------------------------------------------
 
@@ -161,28 +200,26 @@ class StepExecution:
     async def _process(
         self, todo: list[WorkUnit], results: dict[str, list[Item]], task: Any
     ) -> list[str]:
-        """Every batch through the plugin: coroutine plugins several at a time, others one at a
-        time in a worker thread (so a plugin may run its own event loop inside).
+        """Every batch through the plugin, computed where the run's executor puts it
+        (:mod:`ecap.executors`: in this process, coroutine plugins several at a time and others
+        one at a time in a worker thread; or on Ray replicas), and committed here.
 
         Each batch is claimed in the store before it is computed
         (:class:`ecap.claims.ClaimedWork`), and the next one only when a worker is free for it,
         so that other runs on the same store take the rest instead of computing it twice.
         Returns the cache keys that other runs finished meanwhile: the caller serves them."""
+        with make_executor(self.options.executor).open(self.step, self.plugin) as calls:
+            return await self._claim_and_commit(todo, results, task, calls)
+
+    async def _claim_and_commit(
+        self, todo: list[WorkUnit], results: dict[str, list[Item]], task: Any, calls: BatchCalls
+    ) -> list[str]:
         units = {unit.cache_key: unit for unit in todo}
-        asynchronous = self.contract.async_method is not None and has_async(
-            self.plugin, self.contract.async_method
-        )
-        free = asyncio.Semaphore(self.step.options.concurrency if asynchronous else 1)
+        free = asyncio.Semaphore(calls.window)
 
         async def one(batch: list[WorkUnit], work: ClaimedWork) -> None:
             try:
-                payloads = [i.payload for i in batch]
-                call: Callable[[], Awaitable[Sequence[Any]]]
-                if asynchronous:
-                    call = partial(getattr(self.plugin, self.contract.async_method or ""), payloads)
-                else:
-                    method = getattr(self.plugin, self.contract.method)
-                    call = partial(asyncio.to_thread, method, payloads)
+                call = partial(calls.call, [i.payload for i in batch])
                 outcomes = await self._with_retries(call, batch)
                 self._commit(batch, outcomes, results)
                 self.progress.advance(task, len(batch))
@@ -191,7 +228,9 @@ class StepExecution:
                 free.release()
 
         running: list[asyncio.Task[None]] = []
-        with ClaimedWork(self.store, self.step_key, run_id=self.run_id) as work:
+        lease = self.options.lease_seconds
+        claims = ClaimedWork(self.store, self.step_key, run_id=self.run_id, lease_seconds=lease)
+        with claims as work:
             claimed = work.abatches(list(units), self.step.options.batch_size).__aiter__()
             try:
                 while True:

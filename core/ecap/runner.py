@@ -17,7 +17,7 @@ import os
 import signal
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from . import __version__
 from .calls import CallLog
 from .errors import EcapError, RunInterrupted
 from .execution import StepExecution, StepOutcome
+from .executors import ExecutorConfig
 from .hashing import digest, redact, redact_text, semantic_config
 from .interfaces import Plugin, PluginContext
 from .logs import event
@@ -66,6 +67,13 @@ class RunOptions:
     max_error_rate: float | None = None  # overrides every step's own setting
     progress: bool = True
     retry_delay: float = 0.5  # first backoff; doubles per retry
+    #: Where model steps compute (``--executor``); ``None`` takes the spec's ``executor:``.
+    executor: ExecutorConfig | None = None
+    #: One of several workers on one store (``--worker``): run the per-sample steps, and wait for
+    #: the human and whole-input steps, which another (non-worker) run does. See docs/scale.md.
+    worker: bool = False
+    #: How long a claim outlives a holder that stops renewing it (``--lease``).
+    lease_seconds: float = 120.0
 
 
 class Runner:
@@ -73,6 +81,8 @@ class Runner:
         self.spec = spec
         self.store = store
         self.options = options or RunOptions()
+        if self.options.executor is None:
+            self.options = replace(self.options, executor=spec.executor)
         #: train step id -> the model it produced (this run, or served from the store).
         self.models: dict[str, Model] = {}
 

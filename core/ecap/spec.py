@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import SpecError, SpecProblem, did_you_mean
+from .executors import ExecutorConfig
 from .interfaces import KINDS, PluginConfig
 from .models import StepModel
 from .plugins import PluginInfo, Registry, get_registry
@@ -74,6 +75,8 @@ class Spec:
     store: str | None
     steps: dict[str, Step]
     secret_paths: set[Path_] = field(default_factory=set)
+    #: Where model steps compute (``executor:``); ``None``: in this process.
+    executor: ExecutorConfig | None = None
 
     @property
     def text_hash(self) -> str:
@@ -200,7 +203,7 @@ def _unmatched_brace(text: str, start: int) -> bool:
 
 
 STEP_KEYS = {"from", "with", *StepOptions.model_fields}
-TOP_LEVEL_KEYS = ("name", "description", "store", "steps")
+TOP_LEVEL_KEYS = ("name", "description", "store", "executor", "steps")
 
 
 def load_spec(path: str | Path, registry: Registry | None = None) -> Spec:
@@ -278,6 +281,15 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
         except graphlib.CycleError as exc:
             cycle = " -> ".join(exc.args[1])
             located.problem(("steps", exc.args[1][0], "from"), f"steps form a cycle: {cycle}")
+    executor = None
+    if doc.get("executor") is not None:
+        raw_executor = doc["executor"]
+        if isinstance(raw_executor, str):  # ``executor: ray`` is short for ``{type: ray}``
+            raw_executor = {"type": raw_executor}
+        if isinstance(raw_executor, dict):
+            executor = _validate(ExecutorConfig, raw_executor, ("executor",), located, None)
+        else:
+            located.problem(("executor",), "'executor' is local, ray or a mapping {type: ray}")
     if located.problems:
         raise SpecError(located.problems)
 
@@ -289,6 +301,7 @@ def parse_spec(text: str, path: Path, registry: Registry) -> Spec:
         store=doc.get("store"),
         steps=steps,
         secret_paths=located.env_paths,
+        executor=executor,
     )
 
 

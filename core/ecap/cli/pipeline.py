@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..executors import ExecutorConfig
 from ..spec import Spec, load_spec, preflight
 from .common import console, emit, json_option, store_url
 from .tables import note, samples
@@ -43,6 +44,33 @@ def _store_for(spec: Spec, override: str | None) -> Store:
     help="Fail a step when more than this share of its samples fail (overrides steps).",
 )
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@click.option(
+    "--executor",
+    "executor_type",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="Where model steps compute (overrides the spec's executor: type).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join with --executor ray ('auto', 'ray://head:10001').",
+)
+@click.option(
+    "--worker",
+    is_flag=True,
+    help="One of several workers on this store: run the per-sample steps, share their samples "
+    "with the other workers, and wait for human, train and export steps to be finished by a run "
+    "without --worker.",
+)
+@click.option(
+    "--lease",
+    "lease_seconds",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds a claimed batch outlives a worker on another host that stopped renewing it.",
+)
 @json_option
 def run(
     spec_path: str,
@@ -50,6 +78,10 @@ def run(
     limit: int | None,
     max_error_rate: float | None,
     progress: bool,
+    executor_type: str | None,
+    address: str | None,
+    worker: bool,
+    lease_seconds: float,
     as_json: bool,
 ) -> None:
     """Run SPEC_PATH. Finished samples are served from the store; a killed run resumes."""
@@ -61,7 +93,14 @@ def run(
     runner = Runner(
         spec,
         store,
-        RunOptions(limit=limit, max_error_rate=max_error_rate, progress=progress and not as_json),
+        RunOptions(
+            limit=limit,
+            max_error_rate=max_error_rate,
+            progress=progress and not as_json,
+            executor=_executor(spec, executor_type, address),
+            worker=worker,
+            lease_seconds=lease_seconds,
+        ),
     )
     with interrupted_by_signals():
         result = runner.run()
@@ -105,6 +144,17 @@ def run(
             console.print(f"  ecap runs show {result.run_id} --store {where}", markup=False)
     if result.status == "failed":
         raise SystemExit(1)
+
+
+def _executor(spec: Spec, executor_type: str | None, address: str | None) -> ExecutorConfig | None:
+    """The spec's ``executor:`` with the command line's ``--executor``/``--address`` over it."""
+    if executor_type is None and address is None:
+        return spec.executor
+    base = spec.executor or ExecutorConfig()
+    changes: dict[str, Any] = {"type": executor_type or ("ray" if address else base.type)}
+    if address is not None:
+        changes["address"] = address
+    return base.model_copy(update=changes)
 
 
 @group.command()
