@@ -30,6 +30,7 @@ from ecap.errors import EcapError
 from ecap.hashing import digest
 from ecap.interfaces import (
     Annotator,
+    Plugin,
     PluginConfig,
     PluginContext,
     Source,
@@ -207,17 +208,16 @@ class Snapshot:
         return next((t for t in self.by_pair.get(pair_id, []) if not t.annotations), None)
 
 
-class LabelStudioProject:
+class LabelStudioProject(Plugin):
     """One Label Studio project (or its export file) for refine, prefer and evaluate tasks:
     pushing items as tasks and pulling what people finished (:class:`LabelStudioAnnotator`), and
     importing finished tasks as records (:class:`LabelStudioSource`) share all of it."""
 
     Config = LabelStudioConfig
     config: LabelStudioConfig
-    context: PluginContext
 
     def __init__(self, config: LabelStudioConfig, context: PluginContext) -> None:
-        super().__init__(config, context)  # type: ignore[call-arg]
+        super().__init__(config, context)
         self.labels = shipped(config.task)
         self._client: LabelStudioClient | None = None
         self._project: int | None = None
