@@ -92,7 +92,12 @@ def test_a_record_saved_again_keeps_its_lineage_edges_once(store_url):
     for key in ("k1", "k2"):
         refs = Item(pair=pair, instruction=instruction).refs()
         store.save_batch(
-            step_run, "ecap1:step", "pairs", [CompletedSample(key, key, [refs])], [], [pair, instruction]
+            step_run,
+            "ecap1:step",
+            "pairs",
+            [CompletedSample(key, key, [refs])],
+            [],
+            [pair, instruction],
         )
     with store.engine.connect() as conn:
         edges = conn.execute(

@@ -217,8 +217,7 @@ def test_glm_turns_thinking_off_through_the_chat_template(
 def backend_and_requests(model: Path, count: int) -> tuple[Any, list[Any]]:
     from ecap.images import prepare_image
     from ecap.records import ImageRef
-    from ecap.vlm import make_backend
-    from ecap.vlm import Sampling, VLMRequest
+    from ecap.vlm import Sampling, VLMRequest, make_backend
 
     context = PluginContext(step_id="t", base_dir=model.parent, work_dir=model.parent)
     backend = make_backend(

@@ -36,13 +36,12 @@ from sqlalchemy.orm import Session
 from ecap.errors import EcapError
 from ecap.hashing import semantic_config
 from ecap.interfaces import PluginContext
+from ecap.models import folder_hash
 from ecap.records import Item, SampleError
 from ecap.store import Store
 from ecap.store.schema import InstructionRow
 from ecap.testing import run_spec
-from ecap.vlm import make_backend
-from ecap.vlm import Generation, ImageInput, Sampling, VLMRequest
-from ecap.models import folder_hash
+from ecap.vlm import Generation, ImageInput, Sampling, VLMRequest, make_backend
 from ecap_vlm.backends.vllm import VLLMBackend, VLLMOptions, lora_rank, sampling_params
 
 REPO = Path(__file__).resolve().parent.parent

@@ -43,9 +43,9 @@ from pydantic import Field
 
 from ecap.errors import EcapError
 from ecap.interfaces import require, transport_field
-
-from ecap.vlm import BackendOptions, Generation, LocalBackend, ModelIdentity, Outcome, VLMRequest
 from ecap.models import folder_hash, local_folder
+from ecap.vlm import BackendOptions, Generation, LocalBackend, ModelIdentity, Outcome, VLMRequest
+
 from .vllm_worker import Engine, describe
 
 EXTRA = "vllm"
