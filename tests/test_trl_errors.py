@@ -51,6 +51,20 @@ def test_an_unreadable_image_names_its_pair(tiny_qwen3_vl: Path, tmp_path: Path)
     assert "broken.png" in message
 
 
+def test_an_instruction_carrying_a_media_token_names_its_pair(
+    tiny_qwen3_vl: Path, tmp_path: Path
+) -> None:
+    """A processor reads ``<|video_pad|>`` in text as the token itself and refuses the row (a
+    video token with no video): that must be an error naming the pair, before any training."""
+    good = colour_pairs(tmp_path, 3)
+    poisoned = good[1].instruction.model_copy(update={"text": "Add a red <|video_pad|> square."})
+    items = [good[0], good[1].model_copy(update={"instruction": poisoned}), good[2]]
+
+    message = sft_fails(tiny_qwen3_vl, tmp_path, items)
+
+    assert f"pair {good[1].pair.id}" in message and "'<|video_pad|>'" in message
+
+
 def test_a_base_model_folder_that_does_not_exist_names_the_field(tmp_path: Path) -> None:
     config = SFTTrainer.Config(base_model="./models/no-such-model")
     with pytest.raises(EcapError, match=r"sft: base_model: model folder './models/no-such-model'"):

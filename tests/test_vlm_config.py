@@ -166,10 +166,17 @@ def test_qwen3_vl_short_names_expand_to_hub_ids() -> None:
         ("<think>left vs right</think>\nAdd a tree on the left.", "Add a tree on the left."),
         ("<|begin_of_box|>Remove the sun.<|end_of_box|>", "Remove the sun."),
         ("<think>x</think><answer>Make it night.</answer>", "Make it night."),
+        # media and control tokens a small model may write are never part of an instruction
+        ("Pan <|vision_start|>left<|video_pad|>.<|image_pad|>", "Pan left."),
     ],
 )
 def test_cleaning_keeps_only_the_instruction(raw: str, expected: str) -> None:
     assert clean_answer(raw).text == expected
+
+
+def test_box_markers_survive_when_asked_to() -> None:
+    raw = "<|begin_of_box|>Remove the sun.<|end_of_box|><|im_end|>"
+    assert clean_answer(raw, strip_box_tokens=False).text == raw.removesuffix("<|im_end|>")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ training sees the pixels sampling will see, checked against the hash recorded at
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,25 @@ def pair_images(item: Item, max_pixels: int | None) -> list[Any]:
     return images
 
 
+#: What chat templates and processors read as control or media tokens (``<|image_pad|>``,
+#: ``<|video_pad|>``, ``<|im_end|>``...): inside an answer they would be tokenized as the token
+#: itself, so a processor refuses the row (a media token with no media) or the model learns to
+#: emit control tokens.
+CONTROL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
+
+
+def trainable_text(text: str, pair_id: str, role: str) -> str:
+    """``text`` if a model can be trained on it; otherwise an error naming the row."""
+    token = CONTROL_TOKEN.search(text)
+    if token:
+        raise EcapError(
+            f"pair {pair_id}: the {role} instruction contains the control token "
+            f"{token.group()!r}, which a processor reads as the token itself; clean or drop "
+            "that instruction before training"
+        )
+    return text
+
+
 def sft_rows(items: Sequence[Item], config: TrainerConfig) -> list[tuple[str, Row]]:
     """One row per item: its images, the question and its instruction as the answer."""
     rows = []
@@ -106,12 +126,13 @@ def sft_rows(items: Sequence[Item], config: TrainerConfig) -> list[tuple[str, Ro
             raise EcapError(
                 f"pair {item.pair.id}: no instruction to train on (sft needs items that carry one)"
             )
+        text = trainable_text(item.instruction.text, item.pair.id, "training")
         row: Row = {"images": pair_images(item, config.max_pixels)}
         if config.answer_only_loss:
             row["prompt"] = user_turn(config)
-            row["completion"] = answer(item.instruction.text)
+            row["completion"] = answer(text)
         else:
-            row["messages"] = user_turn(config) + answer(item.instruction.text)
+            row["messages"] = user_turn(config) + answer(text)
         rows.append((item.pair.id, row))
     return rows
 
@@ -141,7 +162,7 @@ def dpo_rows(
                 raise EcapError(
                     f"pair {item.pair.id}: {role} instruction {rid} is not in the store"
                 )
-            texts.append(record.text)
+            texts.append(trainable_text(record.text, item.pair.id, role))
         rows.append(
             (
                 item.pair.id,

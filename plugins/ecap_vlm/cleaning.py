@@ -16,9 +16,13 @@ from dataclasses import dataclass
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL)
 BOX_MARKERS = re.compile(r"<\|begin_of_box\|>|<\|end_of_box\|>")
-#: Chat-control tokens that local decoding can leave at the end of an answer.
+#: Control and media tokens that local decoding leaves in an answer (``<|im_end|>``,
+#: ``<|vision_start|>``, ``<|image_pad|>``...; the answer is decoded with special tokens kept so
+#: that thinking and box markers survive to be read here). None belongs in an instruction, and a
+#: media token left in one breaks any later training on it. GLM's box markers are left to
+#: ``strip_box_tokens``.
 CONTROL_TOKENS = re.compile(
-    r"<\|(?:im_end|im_start|endoftext|user|assistant|observation|eot_id|end)\|>|</s>|\[gMASK\]|<sop>"
+    r"<\|(?!begin_of_box\|>|end_of_box\|>)[A-Za-z0-9_]+\|>|</s>|\[gMASK\]|<sop>"
 )
 
 
