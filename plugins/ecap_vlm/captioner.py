@@ -200,7 +200,7 @@ class VLMCaptioner(Captioner):
 
     Config = VLMCaptionerConfig
     config: VLMCaptionerConfig
-    revision = "1"
+    revision = "2"  # 2: control and media tokens cleaned out of answers
 
     def __init__(self, config: VLMCaptionerConfig, context: PluginContext) -> None:
         super().__init__(config, context)
