@@ -115,6 +115,11 @@ def _label(node: dict[str, Any]) -> str:
 @click.option("--min-score", type=float)
 @click.option("--max-score", type=float)
 @click.option("-n", "--limit", default=50, show_default=True)
+@click.option(
+    "--like",
+    is_flag=True,
+    help="Read --step, --plugin and --run as SQL LIKE patterns (% and _ are wildcards).",
+)
 @json_option
 def query(
     store_ref: str | None,
@@ -127,9 +132,10 @@ def query(
     min_score: float | None,
     max_score: float | None,
     limit: int,
+    like: bool,
     as_json: bool,
 ) -> None:
-    """Records matching every filter, newest first."""
+    """Records matching every filter, newest first. Values match literally unless --like."""
     from .. import provenance
 
     rows = provenance.query(
@@ -143,6 +149,7 @@ def query(
         min_score=min_score,
         max_score=max_score,
         limit=limit,
+        like=like,
     )
     columns = QUERY_COLUMNS.get(record_type, ["id"])
     emit(rows, as_json, columns=columns, title=f"{len(rows)} {record_type} records")
