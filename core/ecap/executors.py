@@ -9,11 +9,11 @@ killed on a Ray cluster resumes from the store's per-sample completion, never fr
 - :class:`LocalExecutor` is the in-process path: a coroutine plugin keeps up to ``concurrency``
   batches in flight on the event loop; any other plugin runs one batch at a time in a thread.
 - :class:`RayExecutor` builds ``replicas`` copies of the step's plugin on Ray actors (each with
-  ``num_gpus_per_replica`` and ``num_cpus_per_replica``) and sends them the batches of steps that
-  compute on this machine's accelerators: plugins without a coroutine method, and plugins that run
-  a local VLM backend (:class:`ecap.vlm.LocalBackend`). Network-bound plugins (hosted captioners,
-  LLM judges) stay in the driver under their own concurrency and rate limits, since one process
-  holding one rate limit is what keeps a provider's quota.
+  ``num_gpus_per_replica`` and ``num_cpus_per_replica``) and sends them the batches of model
+  steps (captioners, filters, judges): plugins without a coroutine method, and plugins that run
+  a local VLM backend (:class:`ecap.vlm.LocalBackend`). Sources read files in the driver, and
+  network-bound plugins (hosted captioners, LLM judges) stay there too, under their own
+  concurrency and rate limits: one process holding one rate limit keeps a provider's quota.
 
 Ray is imported only when a Ray executor opens a step (``pip install 'editcaption[ray]'``).
 """
@@ -149,10 +149,12 @@ class LocalExecutor(Executor):
 
 
 def computes_locally(plugin: Plugin) -> bool:
-    """Whether a plugin's batches are computation on this machine (worth a replica per
-    accelerator) rather than calls to a server: it has no coroutine method, or it runs a local
-    VLM backend behind its coroutine."""
+    """Whether a plugin's batches are model computation (worth a replica per accelerator)
+    rather than reading files or calling a server: a step that takes input (a captioner, filter
+    or judge, not a source) and has no coroutine method, or runs a local VLM backend behind it."""
     contract = plugin.contract
+    if not contract.takes_input:
+        return False  # a source reads its own files, where the spec is
     if contract.async_method is None or not has_async(plugin, contract.async_method):
         return True
     from .vlm import LocalBackend
