@@ -656,3 +656,39 @@ def test_a_personal_access_token_works_like_a_legacy_token(label_studio):
     assert personal.count(".") == 2
     client = LabelStudioClient(label_studio.url, personal)
     assert "admin@example.com" in client.users().values()
+
+
+def test_serve_stops_its_label_studio_on_sigterm(tmp_path: Path) -> None:
+    """A service manager stops ``ecap labelstudio serve`` with SIGTERM: the Label Studio child
+    must stop with it, not linger holding the port."""
+    if executable() is None:
+        pytest.skip(f"no Label Studio server in {venv_path()}: `ecap labelstudio install-server`")
+    import signal
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "images").mkdir()
+    serve = subprocess.Popen(
+        [
+            sys.executable, "-m", "ecap.cli", "labelstudio", "serve",
+            "--data-dir", str(tmp_path / "data"),
+            "--document-root", str(tmp_path / "images"),
+            "--port", str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    assert serve.stdout is not None
+    for line in serve.stdout:
+        if "is up at" in line:
+            break
+    else:
+        pytest.fail(f"serve exited ({serve.wait()}) before Label Studio was up")
+    serve.send_signal(signal.SIGTERM)
+    serve.wait(timeout=60)
+    with socket.socket() as client:
+        assert client.connect_ex(("127.0.0.1", port)) != 0, "Label Studio still holds the port"

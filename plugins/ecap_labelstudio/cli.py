@@ -7,6 +7,7 @@ Errors are shown as ecap's own commands show them (:func:`ecap.cli_api.handle_er
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def install_server(venv: Path | None, version: str) -> None:
     help="Folder the server may serve local images from (the spec's document_root).",
 )
 @click.option("--port", type=int, default=8080, show_default=True)
+def _stop(signum: int, _frame: object) -> None:
+    """SIGTERM ends ``serve`` the way Ctrl-C does, so the Label Studio child is stopped with it."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 @handle_errors
 def serve(data_dir: Path, document_root: Path, port: int) -> None:
     """Start Label Studio on 127.0.0.1 and keep it running until Ctrl-C.
@@ -91,8 +97,11 @@ def serve(data_dir: Path, document_root: Path, port: int) -> None:
             f"  export LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={server.document_root}\n"
             "Ctrl-C stops it."
         )
+        previous = signal.signal(signal.SIGTERM, _stop)  # a service manager stops it too
         try:
             while server.process is not None and server.process.poll() is None:
                 time.sleep(1)
         except KeyboardInterrupt:
             click.echo("stopping")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
