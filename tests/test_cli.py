@@ -1,4 +1,4 @@
-"""The command line, end to end on the quickstart: run, inspect, trace, export."""
+"""The command line, end to end on the quickstart's tour: run, inspect, trace, export."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def invoke(*args: str) -> str:
 
 
 def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its_export(quickstart):
-    spec = str(quickstart / "spec.yaml")
+    spec = str(quickstart / "tour.yaml")
     summary = json.loads(invoke("pipeline", "run", spec, "--json"))
     assert summary["status"] == "complete"
     assert [(s["step"], s["done"]) for s in summary["steps"]] == [
@@ -73,7 +73,7 @@ def test_quickstart_runs_and_a_pair_traces_back_to_its_import_and_forward_to_its
 
 
 def test_a_second_run_is_served_from_the_store_and_plan_says_so_beforehand(quickstart):
-    spec = str(quickstart / "spec.yaml")
+    spec = str(quickstart / "tour.yaml")
     before = json.loads(invoke("pipeline", "plan", spec, "--json"))
     assert [(r["step"], r["inputs"], r["to_run"]) for r in before] == [
         ("pairs", 6, 6),
@@ -99,7 +99,7 @@ def test_a_second_run_is_served_from_the_store_and_plan_says_so_beforehand(quick
 def test_export_writes_a_steps_outputs_as_jsonl_and_parquet(quickstart, tmp_path):
     import pyarrow.parquet as pq
 
-    spec = str(quickstart / "spec.yaml")
+    spec = str(quickstart / "tour.yaml")
     invoke("pipeline", "run", spec, "--json")
     invoke(
         "export",
@@ -128,7 +128,7 @@ def test_reading_commands_explain_a_missing_store(tmp_path):
 
 def test_secrets_never_reach_the_store(quickstart, monkeypatch):
     monkeypatch.setenv("QUICKSTART_PAIRS", "data/pairs.csv")
-    spec = quickstart / "spec.yaml"
+    spec = quickstart / "tour.yaml"
     spec.write_text(
         spec.read_text().replace("path: data/pairs.csv", "path: ${env:QUICKSTART_PAIRS}")
     )
@@ -144,7 +144,7 @@ def test_secrets_never_reach_the_store(quickstart, monkeypatch):
 
 
 def test_every_listing_has_json(quickstart):
-    spec = str(quickstart / "spec.yaml")
+    spec = str(quickstart / "tour.yaml")
     invoke("pipeline", "run", spec, "--json")
     for args in (
         ["plugins", "list"],

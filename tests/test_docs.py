@@ -167,11 +167,11 @@ def test_every_built_in_plugin_is_documented() -> None:
     assert undocumented_plugins("csv files", [("source", "csv")]) == ["source: csv"]
 
 
-def test_the_specs_page_shows_the_current_quickstart() -> None:
+def test_the_specs_page_shows_the_current_tour() -> None:
     text = (DOCS / "specs.md").read_text()
-    block = re.search(r"```yaml\n(name: quickstart\n.*?)```", text, re.S)
-    assert block, "docs/specs.md has no quickstart spec"
-    shipped = yaml.safe_load((REPO / "examples" / "quickstart" / "spec.yaml").read_text())
+    block = re.search(r"```yaml\n(name: tour\n.*?)```", text, re.S)
+    assert block, "docs/specs.md has no tour spec"
+    shipped = yaml.safe_load((REPO / "examples" / "quickstart" / "tour.yaml").read_text())
     assert yaml.safe_load(block.group(1)) == shipped
 
 

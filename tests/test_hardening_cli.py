@@ -127,13 +127,13 @@ def test_an_unexpected_failure_is_one_line_and_the_traceback_is_opt_in(folder: P
 
 @pytest.fixture
 def quickstart_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The quickstart's import and export steps, run once (no model needed)."""
+    """The quickstart tour's import and export steps, run once (no model needed)."""
     target = tmp_path / "quickstart"
     shutil.copytree(
         REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns("ecap.db*", "out")
     )
     spec = target / "spec.yaml"
-    text = spec.read_text()
+    text = (target / "tour.yaml").read_text()
     spec.write_text(text[: text.index("  # A Qwen3-VL-architecture model")])
     monkeypatch.chdir(target)
     monkeypatch.delenv("ECAP_STORE", raising=False)

@@ -77,7 +77,7 @@ def test_the_quickstart_captions_on_a_cuda_device(tmp_path: Path) -> None:
     shutil.copytree(
         REPO / "examples" / "quickstart", target, ignore=shutil.ignore_patterns("ecap.db*", "out")
     )
-    spec = target / "spec.yaml"
+    spec = target / "tour.yaml"
     spec.write_text(
         spec.read_text().replace(
             "      keep_truncated: true",

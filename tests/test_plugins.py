@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "examples" / "quickstart" / "spec.yaml"
+QUICKSTART = REPO / "examples" / "quickstart" / "tour.yaml"
 
 
 def install_fake_distribution(

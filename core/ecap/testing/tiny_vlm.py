@@ -30,7 +30,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,10 @@ def build_tiny_vlm(architecture: str, cache_dir: Path | None = None) -> Path:
     return target
 
 
-def _bpe(specials: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A byte-level BPE vocabulary trained on :data:`CORPUS`, specials appended after it."""
+def _bpe(
+    specials: tuple[str, ...], corpus: Sequence[str] = CORPUS
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary trained on ``corpus``, specials appended after it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -168,7 +171,7 @@ def _bpe(specials: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(list(CORPUS) * 20, trainer=trainer)
+    tokenizer.train_from_iterator(list(corpus) * 20, trainer=trainer)
     model = json.loads(tokenizer.to_str())["model"]
     vocab: dict[str, int] = dict(model["vocab"])
     for token in specials:
@@ -218,8 +221,8 @@ def _ids(tokenizer: Any, tokens: tuple[str, ...]) -> dict[str, int]:
     return {t: int(tokenizer.convert_tokens_to_ids(t)) for t in tokens}
 
 
-def _qwen_tokenizer(default_system: str | None) -> Any:
-    vocab, merges = _bpe(QWEN_SPECIALS)
+def _qwen_tokenizer(default_system: str | None, corpus: Sequence[str] = CORPUS) -> Any:
+    vocab, merges = _bpe(QWEN_SPECIALS, corpus)
     tokenizer = _transformers().Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -264,11 +267,29 @@ def _text_config(tokenizer: Any, **overrides: Any) -> dict[str, Any]:
     return config
 
 
-def _build_qwen3_vl(folder: Path) -> None:
+@dataclass(frozen=True)
+class Size:
+    """How big a model the builders make. ``TINY`` (the default, the test fixtures) is the
+    smallest that runs every code path; ``SMALL`` can learn a simple visual task on a CPU in
+    minutes (the quickstart's ShapesEdit recipe)."""
+
+    hidden: int
+    layers: int
+    heads: int
+    vision_hidden: int
+    vision_depth: int
+
+
+TINY = Size(hidden=64, layers=2, heads=4, vision_hidden=32, vision_depth=2)
+SMALL = Size(hidden=128, layers=4, heads=8, vision_hidden=64, vision_depth=4)
+SIZES = {"tiny": TINY, "small": SMALL}
+
+
+def _build_qwen3_vl(folder: Path, size: Size = TINY, corpus: Sequence[str] = CORPUS) -> None:
     import torch
 
     tf = _transformers()
-    tokenizer, template = _qwen_tokenizer(None)
+    tokenizer, template = _qwen_tokenizer(None, corpus)
     ids = _ids(tokenizer, QWEN_SPECIALS)
     processor = _image_only(tf.Qwen3VLProcessor)(
         image_processor=_qwen_image_processor(16), tokenizer=tokenizer, chat_template=template
@@ -283,18 +304,22 @@ def _build_qwen3_vl(folder: Path) -> None:
         },
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
+        hidden_size=size.hidden,
+        intermediate_size=2 * size.hidden,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
     )
     config = tf.Qwen3VLConfig(
         text_config=text,
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "depth": size.vision_depth,
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": 2 * size.vision_hidden,
             "num_heads": 2,
             "patch_size": 16,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "out_hidden_size": 64,
+            "out_hidden_size": size.hidden,
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [0],
         },
@@ -439,17 +464,29 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m ecap.testing.tiny_vlm ARCHITECTURE FOLDER``: build one model into FOLDER."""
+    """``python -m ecap.testing.tiny_vlm ARCHITECTURE FOLDER [--size small] [--corpus FILE]``:
+    build one model into FOLDER. ``--corpus`` (one sentence per line) trains the tokenizer on the
+    words the model will be taught, and ``--size small`` makes a model that can learn (Qwen3-VL
+    only)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("architecture", choices=ARCHITECTURES)
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--corpus", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.folder.exists():
         parser.error(f"{args.folder} exists; remove it first")
+    custom = args.size != "tiny" or args.corpus is not None
+    if custom and args.architecture != "qwen3-vl":
+        parser.error("--size and --corpus are offered for qwen3-vl only")
     args.folder.mkdir(parents=True)
-    BUILDERS[args.architecture](args.folder)
+    if custom:
+        corpus = args.corpus.read_text().splitlines() if args.corpus else CORPUS
+        _build_qwen3_vl(args.folder, SIZES[args.size], [line for line in corpus if line.strip()])
+    else:
+        BUILDERS[args.architecture](args.folder)
     print(args.folder)
 
 
