@@ -207,3 +207,30 @@ def test_the_tiny_vlm_captions_the_same_on_a_replica_as_in_process(
     assert run_spec(on_ray).status == "complete"
 
     assert store_contents(on_ray, "vlm_ray") == store_contents(local, "vlm_local")
+
+
+def test_a_replica_runs_the_model_its_train_step_made_as_resolved_by_the_driver(
+    ray_cluster, ecap_registry, tmp_path
+):
+    csv_file = make_pairs(tmp_path, 6)
+    steps = {
+        "pairs": {"source": "csv", "with": {"path": str(csv_file)}},
+        "sft": {"train": "fake", "from": "pairs"},
+        "sampled": {"caption": "fake", "from": "pairs", "with": {"model": {"step": "sft"}}},
+    }
+    spec = write_spec(tmp_path, "trained", steps, {"type": "ray", "replicas": 1})
+
+    result = run_spec(spec)
+
+    assert result.status == "complete" and FakeCaptioner.calls == [], "sampled on the replica"
+    from sqlalchemy import select
+
+    from ecap.store.schema import InstructionRow
+
+    store = Store(f"sqlite:///{tmp_path / 'trained.db'}", read_only=True)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(InstructionRow).where(InstructionRow.origin == "model"))
+        authors = {row.author for row in rows}
+    trained = tmp_path / ".ecap" / "work" / "sft"
+    (author,) = authors
+    assert author.startswith(f"fake:{trained}") and author.endswith("/model")
