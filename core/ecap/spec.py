@@ -7,6 +7,7 @@ and cycles are reported. All problems are collected and shown together.
 
 from __future__ import annotations
 
+import difflib
 import graphlib
 import hashlib
 import os
@@ -400,15 +401,27 @@ def _validate(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(str(p) for p in error["loc"])
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                holder, given = _holder_of(model, data, loc[:-1])
-                allowed = [f for f in holder.model_fields if f not in given] if holder else []
-                message = f"unknown field{did_you_mean(loc[-1], allowed)}"
-                if help_command:
-                    message += f"; `{help_command}` lists the fields"
+        errors = [(tuple(str(p) for p in e["loc"]), e) for e in exc.errors()]
+        suggested: set[tuple[str, ...]] = set()  # missing fields an unknown one was meant to be
+        problems: list[tuple[tuple[str, ...], str]] = []
+        for loc, error in errors:
+            if error["type"] != "extra_forbidden":
+                continue
+            holder, given = _holder_of(model, data, loc[:-1])
+            allowed = [f for f in holder.model_fields if f not in given] if holder else []
+            close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.5)
+            suggested.update((*loc[:-1], c) for c in close)
+            message = f"unknown field{did_you_mean(loc[-1], allowed)}"
+            if help_command:
+                message += f"; `{help_command}` lists the fields"
+            problems.append((loc, message))
+        for loc, error in errors:
+            # "path: Field required" says nothing more than "pth: did you mean 'path'?"
+            if error["type"] == "missing" and loc in suggested:
+                continue
+            if error["type"] != "extra_forbidden":
+                problems.append((loc, error["msg"]))
+        for loc, message in sorted(problems, key=lambda p: located.line((*where, *p[0])) or 0):
             located.problem((*where, *loc), message)
         return None
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import EcapError, RunInterrupted
+from ..errors import EcapError, RunInterrupted, SpecError
 from ..logs import configure
 from ..report.command import report_command
 from ..secrets import register_environment, scrub
@@ -37,6 +37,8 @@ class _Group(click.Group):
             code = exc.exit_code if isinstance(exc, RunInterrupted) else 130
             click.secho(f"Interrupted ({exc or 'SIGINT'}); what was committed is kept.", err=True)
             ctx.exit(code)
+        except SpecError as exc:
+            _fail(ctx, *(str(problem) for problem in exc.problems))
         except EcapError as exc:
             _fail(ctx, str(exc))
         except Exception as exc:  # the last line of defence of a CLI
@@ -45,10 +47,12 @@ class _Group(click.Group):
             _fail(ctx, f"{type(exc).__name__}: {exc}")
 
 
-def _fail(ctx: click.Context, message: str) -> None:
-    """Print ``message`` as one scrubbed ``Error:`` line and exit 1."""
-    line = " ".join(scrub(message).split()) or "failed without a message"
-    click.secho(f"Error: {line}", fg="red", err=True)
+def _fail(ctx: click.Context, *problems: str) -> None:
+    """Print each problem as one scrubbed ``Error:`` line and exit 1. A spec with several
+    problems gets one line for each, so each starts with its ``file:line: field``."""
+    lines = [" ".join(scrub(problem).split()) for problem in problems]
+    for line in [line for line in lines if line] or ["failed without a message"]:
+        click.secho(f"Error: {line}", fg="red", err=True)
     ctx.exit(1)
 
 
