@@ -88,8 +88,12 @@ def test_retraining_recomputes_what_the_new_model_writes_and_nothing_before(
     write_spec, ecap_registry, ecap_pairs
 ):
     run_spec(flow(write_spec, ecap_pairs))
-    result = run_spec(flow(write_spec, ecap_pairs, trainer="{base_model: other-base}"))
+    spec = flow(write_spec, ecap_pairs, trainer="{base_model: other-base}")
+    result = run_spec(spec)
     statuses = {s: o.status for s, o in result.steps.items()}
+    # A new config trains in a new folder: it never resumes from the old config's checkpoints.
+    folders = {m["uri"] for m in query_store(spec, "SELECT uri FROM models")}
+    assert len(folders) == 2
     assert statuses == {
         "pairs": "cached",
         "refined": "cached",

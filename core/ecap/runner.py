@@ -212,8 +212,10 @@ class Runner:
         execution = self.execution(step, plugin, step_key, step_run_id, progress, run_id)
         try:
             if plugin.contract.shape == "whole_input":
-                _, content_hash, _ = execution.whole_input_key(items)
-                context.work_dir = context.work_dir / content_hash.split(":")[-1][:16]
+                # One folder per cache key: a killed training finds its checkpoints again, and a
+                # changed config (a new key) never resumes from another config's checkpoints.
+                _, _, cache_key = execution.whole_input_key(items)
+                context.work_dir = context.work_dir / cache_key.split(":")[-1][:16]
             outcome, produced = execution.run(items)
         except KeyboardInterrupt as exc:  # stopped from outside: what was committed stays
             self.store.finish_step(step_run_id, "interrupted", execution.counts, _interruption(exc))
