@@ -373,3 +373,14 @@ def test_failure_modes_s_is_the_mean_of_the_stored_verdicts_and_shown_in_markdow
     assert "## Failure modes" in text
     header = next(line for line in text.splitlines() if line.startswith("| Judge step"))
     assert header.startswith("| Judge step | Model | S | Orientation error | Viewpoint error |")
+
+
+def test_a_local_checkpoint_is_named_by_the_step_that_sampled_it() -> None:
+    from ecap.report.query import model_label
+
+    checkpoint = "/work/.ecap/work/sft/0a1b/model#sha256:99076a80b381b739bcf655a0476f"
+    assert model_label(checkpoint, "test_sft") == "test_sft (#99076a80)"
+    assert model_label("Qwen/Qwen3-VL-8B-Instruct@abc123", "captions") == (
+        "Qwen/Qwen3-VL-8B-Instruct@abc123"
+    )
+    assert model_label(None, "captions") == "captions"

@@ -8,7 +8,9 @@ a report over 100k verdicts takes seconds.
 What a verdict is grouped by:
 
 - its *model* is its instruction's ``author``, else the id of the step that wrote the
-  instruction;
+  instruction; an author that is a local folder with its content hash (a checkpoint this store's
+  train steps wrote, ``/work/.ecap/work/sft/.../model#sha256:...``) is shown as the step that wrote
+  the instruction with the folder's content-hash prefix, which is what a reader can tell apart;
 - its *benchmark* is ``pair.meta["benchmark"]``, else the id of the step that imported the pair;
 - its *rubric* is what the judge stored in ``meta["rubric"]`` and ``meta["weights"]``: verdicts
   whose weighted scores follow different formulas must never be averaged together.
@@ -316,9 +318,16 @@ class _Traced:
         return {
             "run_id": run_id,
             "step_id": step_id,
-            "model": author or instruction_step or UNKNOWN,
+            "model": model_label(author, instruction_step),
             "benchmark": str(benchmark) if benchmark is not None else pair_step or UNKNOWN,
         }
+
+
+def model_label(author: str | None, instruction_step: str | None) -> str:
+    """How a report names the model that wrote an instruction (see the module docstring)."""
+    if author and "#sha256:" in author and instruction_step:
+        return f"{instruction_step} (#{author.rpartition('#sha256:')[2][:8]})"
+    return author or instruction_step or UNKNOWN
 
 
 def judges(store: Store) -> Counter[str]:
