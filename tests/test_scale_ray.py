@@ -9,15 +9,21 @@ these tests are skipped, saying so, where it is not installed: ``pip install 'ed
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ecap.hookspecs import Register, hookimpl
+from ecap.plugins import build_registry
+from ecap.records import Instruction, Item, SampleError
 from ecap.store import Store
 from ecap.testing import FakeCaptioner, make_pairs, run_spec
+from ecap.testing.fakes import FakeCaptionerConfig, FakePlugins
 
 ray = pytest.importorskip("ray", reason="executor: ray needs Ray: pip install 'editcaption[ray]'")
 
@@ -26,7 +32,10 @@ PAIRS = 12
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
-    """One local Ray cluster for the module (starting one takes seconds), with 2 CPUs."""
+    """One local Ray cluster for the module (starting one takes seconds), with 2 CPUs. The
+    captioners defined below travel to the replicas by value: a Ray worker cannot import a test
+    module."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         yield
@@ -234,3 +243,96 @@ def test_a_replica_runs_the_model_its_train_step_made_as_resolved_by_the_driver(
     trained = tmp_path / ".ecap" / "work" / "sft"
     (author,) = authors
     assert author.startswith(f"fake:{trained}") and author.endswith("/model")
+
+
+class DiesOnceConfig(FakeCaptionerConfig):
+    marker: str
+
+
+class DiesOnce(FakeCaptioner):
+    """The fake captioner, except that the first batch any replica is given kills its process
+    (as an out-of-memory kill or a segfault in a model would)."""
+
+    Config = DiesOnceConfig
+    config: DiesOnceConfig
+
+    def caption(self, batch: Sequence[Item]) -> list[list[Instruction] | SampleError]:
+        marker = Path(self.config.marker)
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return super().caption(batch)
+
+
+class CannotStartConfig(FakeCaptionerConfig):
+    driver_pid: int
+
+
+class CannotStart(FakeCaptioner):
+    """Builds in the driver, raises when built anywhere else (a replica without what it needs)."""
+
+    Config = CannotStartConfig
+
+    def __init__(self, config: CannotStartConfig, context: Any) -> None:
+        if os.getpid() != config.driver_pid:
+            raise RuntimeError("no accelerator for this replica")
+        super().__init__(config, context)
+
+
+class ReplicaPlugins:
+    @hookimpl
+    def register_captioners(self, register: Register) -> None:
+        register("dies-once", DiesOnce)
+        register("cannot-start", CannotStart)
+
+
+def with_replica_plugins() -> Any:
+    return build_registry(extra_plugins=[("fakes", FakePlugins()), ("replicas", ReplicaPlugins())])
+
+
+def test_a_replica_that_dies_mid_batch_is_restarted_and_its_batch_retried(
+    ray_cluster, ecap_registry, tmp_path
+):
+    csv_file = make_pairs(tmp_path, 6)
+    history = tmp_path / "calls.jsonl"
+    steps = {
+        "pairs": {"source": "csv", "with": {"path": str(csv_file)}},
+        "captions": {
+            "caption": "dies-once",
+            "from": "pairs",
+            "batch_size": 3,
+            "retries": 2,
+            "with": {"marker": str(tmp_path / "died"), "history_file": str(history)},
+        },
+    }
+    spec = write_spec(tmp_path, "dies", steps, {"type": "ray", "replicas": 1})
+
+    result = run_spec(spec, registry=with_replica_plugins())
+
+    assert (tmp_path / "died").exists(), "a replica died"
+    assert result.steps["captions"].counts["done"] == 6
+    assert result.steps["captions"].counts["failed"] == 0
+    captioned = [json.loads(line)["pair"] for line in history.read_text().splitlines()]
+    assert len(captioned) == len(set(captioned)) == 6
+
+
+def test_a_plugin_that_cannot_be_built_on_a_replica_fails_its_step_at_once(
+    ray_cluster, ecap_registry, tmp_path
+):
+    csv_file = make_pairs(tmp_path, 6)
+    steps = {
+        "pairs": {"source": "csv", "with": {"path": str(csv_file)}},
+        "captions": {
+            "caption": "cannot-start",
+            "from": "pairs",
+            "with": {"driver_pid": os.getpid()},
+        },
+    }
+    spec = write_spec(tmp_path, "unbuilt", steps, {"type": "ray", "replicas": 1})
+
+    result = run_spec(spec, registry=with_replica_plugins())
+
+    captions = result.steps["captions"]
+    assert captions.status == "failed"
+    assert "could not start" in (captions.error or "")
+    assert "no accelerator for this replica" in (captions.error or "")

@@ -210,6 +210,11 @@ class RayReplicas:
         self.actors = [actor_class.remote(recipe) for _ in range(config.replicas)]
         self.window = config.replicas * config.batches_per_replica
         self._load = dict.fromkeys(range(len(self.actors)), 0)
+        try:  # a plugin that cannot even be built fails the step, as it would in the driver
+            ray.get([actor.ready.remote() for actor in self.actors])
+        except ray.exceptions.RayError as exc:
+            self._end()
+            raise EcapError(f"a replica of step '{recipe.step_id}' could not start: {exc}") from exc
 
     async def call(self, payloads: list[Any]) -> Sequence[Any]:
         index = min(self._load, key=self._load.__getitem__)
@@ -226,6 +231,9 @@ class RayReplicas:
             self.ray.get(closing, timeout=60)
         except Exception as exc:  # a replica that cannot close is ended anyway
             LOGGER.warning(f"a replica did not close cleanly: {exc}")
+        self._end()
+
+    def _end(self) -> None:
         for actor in self.actors:
             self.ray.kill(actor)
 
@@ -245,6 +253,10 @@ class PluginReplica:
             else None
         )
         self.method = getattr(self.plugin, contract.method)
+
+    def ready(self) -> bool:
+        """Answers once the plugin is built (its constructor ran without raising)."""
+        return True
 
     def run(self, payloads: list[Any]) -> Sequence[Any]:
         if self.coroutine is not None:
