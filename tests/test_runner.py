@@ -130,6 +130,17 @@ def test_too_many_failures_fail_the_step_and_skip_its_dependants(
     assert sum(map(len, FakeCaptioner.calls)) == 4
 
 
+def test_a_rerun_judges_its_error_rate_over_every_sample_not_the_retried_ones(
+    write_spec, ecap_registry, ecap_pairs
+):
+    """One sample of six fails for good: the first run completes (1/6 is within the budget),
+    and so does the next one, which retries that sample alone and serves the other five."""
+    spec = pipeline(write_spec, ecap_pairs, captioner="{fail: [color]}")
+    assert run_spec(spec).steps["captions"].status == "complete"
+    again = run_spec(spec).steps["captions"]
+    assert (again.status, again.counts["cached"], again.counts["failed"]) == ("complete", 5, 1)
+
+
 def test_a_batch_that_raises_is_retried(write_spec, ecap_registry, ecap_pairs):
     result = run_spec(pipeline(write_spec, ecap_pairs, captioner="{raise_first: 2}"))
     assert result.steps["captions"].counts == {

@@ -180,7 +180,9 @@ class StepExecution:
 
     def _outcome(self) -> StepOutcome:
         c = self.counts
-        attempted = c["done"] + c["failed"]
+        # Samples served from the store succeeded in an earlier run: a re-run that retries only
+        # the one sample that failed before must not judge the step by that sample alone.
+        attempted = c["done"] + c["failed"] + c["cached"]
         rate = self.options.max_error_rate
         limit = self.step.options.max_error_rate if rate is None else rate
         if attempted and c["failed"] / attempted > limit:
