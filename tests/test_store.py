@@ -193,3 +193,20 @@ def test_an_older_store_is_upgraded_by_writers_and_refused_by_readers(store_url)
     store = Store(store_url)
     assert migrate.current_revision(store.engine) == migrate.head_revision()
     assert "api_calls" in inspect(store.engine).get_table_names()
+
+
+def test_server_stores_pool_checked_connections_sized_from_the_environment(monkeypatch):
+    """Long-lived workers outlive server restarts (pre-ping), and N of them must stay under the
+    server's max_connections (pool size from the environment); SQLite keeps its own pool."""
+    from sqlalchemy.engine import make_url
+
+    from ecap.store.connect import _pool_options
+
+    monkeypatch.setenv("ECAP_STORE_POOL_SIZE", "2")
+    monkeypatch.setenv("ECAP_STORE_MAX_OVERFLOW", "0")
+    assert _pool_options(make_url("postgresql+psycopg://u@db/ecap")) == {
+        "pool_pre_ping": True,
+        "pool_size": 2,
+        "max_overflow": 0,
+    }
+    assert _pool_options(make_url("sqlite:///x.db")) == {}

@@ -37,9 +37,26 @@ def open_engine(url: str, redacted: str, *, read_only: bool) -> Engine:
             parsed, connect_args={"options": "-c default_transaction_read_only=on"}
         )
     else:
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, **_pool_options(parsed))
     event.listen(engine, "handle_error", _explainer(redacted, read_only))
     return engine
+
+
+def _pool_options(url: URL) -> dict[str, Any]:
+    """Connection pool settings for a server database: each connection is checked before use (a
+    long-lived worker outlives server restarts and idle timeouts), and the pool is sized from
+    ``$ECAP_STORE_POOL_SIZE`` / ``$ECAP_STORE_MAX_OVERFLOW`` (SQLAlchemy's 5 and 10 otherwise),
+    so that N workers stay under the server's ``max_connections``."""
+    if url.get_backend_name() == "sqlite":
+        return {}
+    options: dict[str, Any] = {"pool_pre_ping": True}
+    for variable, option in (
+        ("ECAP_STORE_POOL_SIZE", "pool_size"),
+        ("ECAP_STORE_MAX_OVERFLOW", "max_overflow"),
+    ):
+        if os.environ.get(variable):
+            options[option] = int(os.environ[variable])
+    return options
 
 
 def writer(engine: Engine) -> Engine:
