@@ -163,17 +163,7 @@ def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Reg
                 _check_plugin_class(_kind, name, cls)
                 registry.add(PluginInfo(_kind, name, cls, _p, _v, _ep))
 
-            try:
-                impl.function(register=register)
-            except Exception as exc:
-                registry.broken.append(
-                    BrokenPlugin(
-                        impl.plugin_name,
-                        package,
-                        f"{type(exc).__name__}: {exc}",
-                        traceback.format_exc(),
-                    )
-                )
+            _call_registration(registry, impl, package, register)
     for hook, what, into in (
         ("register_vlm_backends", "VLM backend", registry.vlm_backends),
         ("register_report_sections", "report section", registry.report_sections),
@@ -203,17 +193,20 @@ def _collect_services(
                 )
             into[name] = ServiceInfo(name, target, _p, _v)
 
-        try:
-            impl.function(register=register)
-        except Exception as exc:
-            registry.broken.append(
-                BrokenPlugin(
-                    impl.plugin_name,
-                    package,
-                    f"{type(exc).__name__}: {exc}",
-                    traceback.format_exc(),
-                )
+        _call_registration(registry, impl, package, register)
+
+
+def _call_registration(registry: Registry, impl: Any, package: str, register: Any) -> None:
+    """Run one plugin's registration hook; a hook that raises makes that plugin broken (shown
+    by ``ecap plugins doctor``), never the whole registry."""
+    try:
+        impl.function(register=register)
+    except Exception as exc:
+        registry.broken.append(
+            BrokenPlugin(
+                impl.plugin_name, package, f"{type(exc).__name__}: {exc}", traceback.format_exc()
             )
+        )
 
 
 def _check_plugin_class(kind: str, name: str, cls: Any) -> None:
