@@ -106,6 +106,7 @@ def test_package_comes_from_target(installed: dict[str, Path], tmp_path: Path) -
 def test_plugins_list_shows_the_filter(installed: dict[str, Path], tmp_path: Path) -> None:
     rows = _ecap(["plugins", "list", "--json"], installed["target"], tmp_path)
     [row] = [r for r in rows if r["name"] == "instruction-length"]
+    assert row.pop("description").startswith("Scores each (pair, instruction) by its word count")
     assert row == {
         "kind": "filter",
         "name": "instruction-length",

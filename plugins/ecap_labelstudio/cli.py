@@ -50,6 +50,11 @@ def install_server(venv: Path | None, version: str) -> None:
     click.echo(f"installed: {command}")
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """SIGTERM ends ``serve`` the way Ctrl-C does, so the Label Studio child is stopped with it."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 @labelstudio_command.command("serve")
 @click.option(
     "--data-dir",
@@ -65,11 +70,6 @@ def install_server(venv: Path | None, version: str) -> None:
     help="Folder the server may serve local images from (the spec's document_root).",
 )
 @click.option("--port", type=int, default=8080, show_default=True)
-def _stop(signum: int, _frame: object) -> None:
-    """SIGTERM ends ``serve`` the way Ctrl-C does, so the Label Studio child is stopped with it."""
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 @handle_errors
 def serve(data_dir: Path, document_root: Path, port: int) -> None:
     """Start Label Studio on 127.0.0.1 and keep it running until Ctrl-C.
