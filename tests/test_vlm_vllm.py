@@ -52,7 +52,7 @@ VLLM_PYTHON = Path(
 SERVED_NAME = "tiny-qwen3-vl"
 #: Engine settings for a small model on a shared two-core machine: no compilation (it costs more
 #: than it saves here), a short context, few sequences at once.
-ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024, "max_num_seqs": 8}
+ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "max_num_seqs": 8}
 
 
 def context(folder: Path) -> PluginContext:
@@ -367,7 +367,13 @@ def test_the_same_chat_gives_the_same_prompt_and_answer_as_the_transformers_back
 
     assert all(isinstance(g, Generation) for g in offline + expected)
     assert [g.tokens_in for g in offline] == [g.tokens_in for g in expected]
-    assert [g.texts for g in offline] == [g.texts for g in expected]
+
+    # An answer cut off by max_new_tokens may end inside a multi-byte character: vLLM's
+    # incremental detokenizer holds those bytes back, transformers' decode shows U+FFFD.
+    def complete(texts: tuple[str, ...]) -> list[str]:
+        return [text.rstrip("\ufffd") for text in texts]
+
+    assert [complete(g.texts) for g in offline] == [complete(g.texts) for g in expected]
 
 
 def test_n_seeded_candidates_per_request_with_each_requests_own_sampling(
