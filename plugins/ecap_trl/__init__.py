@@ -1,4 +1,5 @@
-"""``sft`` and ``dpo`` trainers on TRL, peft and DeepSpeed (``pip install 'editcaption[train]'``).
+"""``sft`` and ``dpo`` trainers on TRL, peft and DeepSpeed (``pip install 'editcaption[train]'``),
+and ``sft`` and ``dpo`` exporters that write the same rows for TRL scripts outside ecap.
 
 Nothing heavy is imported until a step trains. ``ecap report`` gains a training section (loss
 and DPO reward curves, :mod:`ecap_trl.report`).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from ecap.hookspecs import Register, hookimpl
 
+from .export import DpoExporter, SftExporter
 from .trainers import DPOTrainer, SFTTrainer
 
 
@@ -15,6 +17,12 @@ from .trainers import DPOTrainer, SFTTrainer
 def register_trainers(register: Register) -> None:
     register("sft", SFTTrainer)
     register("dpo", DPOTrainer)
+
+
+@hookimpl
+def register_exporters(register: Register) -> None:
+    register("sft", SftExporter)
+    register("dpo", DpoExporter)
 
 
 @hookimpl

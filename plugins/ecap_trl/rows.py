@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ecap.errors import EcapError
 from ecap.images import ImageReadError, PreparedImage, prepare_image
@@ -67,7 +67,17 @@ def split_rows(rows: Sequence[tuple[str, Row]], fraction: float) -> Split:
     )
 
 
-def user_turn(config: TrainerConfig) -> list[dict[str, Any]]:
+class Question(Protocol):
+    """What the user turn is made of: the trainers' configs and the ``sft``/``dpo`` exporters'
+    share these fields, so an exported row asks exactly what training asks."""
+
+    prompt: str
+    system: str | None
+    source_label: str | None
+    target_label: str | None
+
+
+def user_turn(config: Question) -> list[dict[str, Any]]:
     """The conversation up to the answer; images are ``{"type": "image"}`` placeholders that TRL
     fills from the ``images`` column, in order."""
     parts: list[dict[str, Any]] = []
@@ -87,16 +97,21 @@ def answer(text: str) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def pair_images(item: Item, max_pixels: int | None) -> list[Any]:
-    """The pair's (source, target) as PIL images, or an error naming the pair and the file."""
+def prepared_pair(item: Item, max_pixels: int | None) -> list[PreparedImage]:
+    """The pair's (source, target) read, hash-checked and normalised as captioners read them, or
+    an error naming the pair and the file."""
     images = []
     for side, ref in (("source", item.pair.source), ("target", item.pair.target)):
         try:
-            prepared: PreparedImage = prepare_image(ref, max_pixels=max_pixels)
+            images.append(prepare_image(ref, max_pixels=max_pixels))
         except ImageReadError as exc:
             raise EcapError(f"pair {item.pair.id}: {side} image unreadable: {exc}") from exc
-        images.append(prepared.decoded())
     return images
+
+
+def pair_images(item: Item, max_pixels: int | None) -> list[Any]:
+    """The pair's (source, target) as PIL images, or an error naming the pair and the file."""
+    return [prepared.decoded() for prepared in prepared_pair(item, max_pixels)]
 
 
 #: What chat templates and processors read as control or media tokens (``<|image_pad|>``,
@@ -118,15 +133,20 @@ def trainable_text(text: str, pair_id: str, role: str) -> str:
     return text
 
 
+def sft_answer(item: Item) -> str:
+    """The item's instruction as the answer an SFT row teaches, or an error naming the pair."""
+    if item.instruction is None or not item.instruction.text.strip():
+        raise EcapError(
+            f"pair {item.pair.id}: no instruction to train on (sft needs items that carry one)"
+        )
+    return trainable_text(item.instruction.text, item.pair.id, "training")
+
+
 def sft_rows(items: Sequence[Item], config: TrainerConfig) -> list[tuple[str, Row]]:
     """One row per item: its images, the question and its instruction as the answer."""
     rows = []
     for item in items:
-        if item.instruction is None or not item.instruction.text.strip():
-            raise EcapError(
-                f"pair {item.pair.id}: no instruction to train on (sft needs items that carry one)"
-            )
-        text = trainable_text(item.instruction.text, item.pair.id, "training")
+        text = sft_answer(item)
         row: Row = {"images": pair_images(item, config.max_pixels)}
         if config.answer_only_loss:
             row["prompt"] = user_turn(config)
@@ -142,6 +162,23 @@ def dpo_rows(
 ) -> list[tuple[str, Row]]:
     """One row per preference: its pair's images, the question, the chosen and rejected
     instructions (read from the store by id)."""
+    return [
+        (
+            item.pair.id,
+            {
+                "images": pair_images(item, config.max_pixels),
+                "prompt": user_turn(config),
+                "chosen": answer(chosen),
+                "rejected": answer(rejected),
+            },
+        )
+        for item, (chosen, rejected) in zip(items, preference_texts(items, records), strict=True)
+    ]
+
+
+def preference_texts(items: Sequence[Item], records: RecordLookup | None) -> list[tuple[str, str]]:
+    """Each item's (chosen, rejected) instruction texts, read from the store by id in one
+    lookup, or an error naming the first pair that cannot be trained on."""
     missing = [item.pair.id for item in items if item.preference is None]
     if missing:
         raise EcapError(
@@ -152,29 +189,21 @@ def dpo_rows(
         raise EcapError("dpo needs the store's records to read chosen/rejected instructions")
     wanted = sorted({rid for item in items if item.preference for rid in _preference_ids(item)})
     found: dict[str, Instruction] = records("instruction", wanted) if wanted else {}
-    rows = []
+    texts = []
     for item in items:
-        assert item.preference is not None
-        texts = []
-        for role, rid in zip(("chosen", "rejected"), _preference_ids(item), strict=True):
-            record = found.get(rid)
-            if record is None:
-                raise EcapError(
-                    f"pair {item.pair.id}: {role} instruction {rid} is not in the store"
-                )
-            texts.append(trainable_text(record.text, item.pair.id, role))
-        rows.append(
-            (
-                item.pair.id,
-                {
-                    "images": pair_images(item, config.max_pixels),
-                    "prompt": user_turn(config),
-                    "chosen": answer(texts[0]),
-                    "rejected": answer(texts[1]),
-                },
-            )
+        chosen, rejected = (
+            trainable_text(_stored_text(found, rid, item, role), item.pair.id, role)
+            for role, rid in zip(("chosen", "rejected"), _preference_ids(item), strict=True)
         )
-    return rows
+        texts.append((chosen, rejected))
+    return texts
+
+
+def _stored_text(found: dict[str, Instruction], rid: str, item: Item, role: str) -> str:
+    record = found.get(rid)
+    if record is None:
+        raise EcapError(f"pair {item.pair.id}: {role} instruction {rid} is not in the store")
+    return record.text
 
 
 def _preference_ids(item: Item) -> tuple[str, str]:

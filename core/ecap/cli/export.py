@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 
 from ..errors import EcapError
 from ..interfaces import KINDS, PluginContext
@@ -23,9 +25,24 @@ from .common import console, open_store, store_option
     help="An exporter plugin: jsonl, parquet, hf, or one a plugin adds.",
 )
 @click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
+@click.option(
+    "--with",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A field of the exporter's config, as a spec's with: block sets it (repeatable), "
+    "e.g. --with images=bytes.",
+)
 @store_option
-def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: str | None) -> None:
-    """Export what STEP produced (JSONL, Parquet, or Hugging Face datasets format)."""
+def group(
+    step_id: str,
+    run_id: str | None,
+    fmt: str,
+    output: str,
+    settings: tuple[str, ...],
+    store_ref: str | None,
+) -> None:
+    """Export what STEP produced (JSONL, Parquet, Hugging Face datasets, or TRL's sft/dpo rows)."""
     store = open_store(store_ref)
     step_run = store.latest_step_run(step_id, run_id)
     if step_run is None:
@@ -42,8 +59,26 @@ def group(step_id: str, run_id: str | None, fmt: str, output: str, store_ref: st
     info = get_registry().get("export", fmt)
     target = Path(output).resolve()
     context = PluginContext(
-        step_id=f"export-{step_id}", base_dir=target.parent, work_dir=target.parent
+        step_id=f"export-{step_id}",
+        base_dir=target.parent,
+        work_dir=target.parent,
+        records=store.records,  # an exporter may need records the items only name (dpo's texts)
     )
-    exporter = info.cls(info.cls.Config.model_validate({"path": target.name}), context)
+    config = {**_settings(settings), "path": target.name}
+    exporter = info.cls(info.cls.Config.model_validate(config), context)
     result = exporter.export(items, step_run["step_key"])  # type: ignore[attr-defined]
     console.print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")
+
+
+def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` options as config fields, each value read as YAML reads a spec's scalar
+    (``0.1`` a number, ``true`` a boolean, anything else a string)."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EcapError(f"--with {pair!r}: expected KEY=VALUE, e.g. --with images=bytes")
+        if key.strip() == "path":
+            raise EcapError("--with path=...: the output path is -o/--output")
+        settings[key.strip()] = yaml.safe_load(value) if value else value
+    return settings

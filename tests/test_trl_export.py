@@ -1,0 +1,263 @@
+"""The ``sft`` and ``dpo`` exporters: the rows ecap's trainers build, written as JSONL, Parquet or
+a Hugging Face dataset for TRL scripts outside ecap. No model is needed: these tests read the
+files back and check the columns, the image references and the split."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from pydantic import ValidationError
+
+from ecap.cli import cli
+from ecap.errors import EcapError
+from ecap.interfaces import PluginContext
+from ecap.records import Instruction, Item
+from ecap.testing import make_pairs, run_spec
+from ecap.testing.tiny_trainer_data import (
+    VAGUE,
+    colour_pairs,
+    colour_preferences,
+    instruction_for,
+    training_context,
+)
+from ecap_trl.config import DEFAULT_TRAINING_PROMPT, TrainerConfig
+from ecap_trl.export import DpoExporter, SftExporter, TrlExportConfig
+from ecap_trl.rows import in_validation, user_turn
+
+
+def export(
+    cls: type[SftExporter | DpoExporter],
+    items: list[Item],
+    context: PluginContext,
+    **config: Any,
+) -> Path:
+    exporter = cls(TrlExportConfig.model_validate(config), context)
+    return Path(exporter.export(items, "sha256:test").uri)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    return list(pq.read_table(path).to_pylist())
+
+
+def without_nulls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as written: Parquet gives every content part the same fields, so an image part
+    reads back as ``{"type": "image", "text": None}`` (which chat templates accept)."""
+    return [
+        {
+            **message,
+            "content": [
+                {k: v for k, v in part.items() if v is not None} for part in message["content"]
+            ],
+        }
+        for message in messages
+    ]
+
+
+def pixels(data: bytes | Path) -> bytes:
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        return image.convert("RGB").tobytes()
+
+
+def test_sft_rows_ask_the_trainers_question_and_point_at_images_relative_to_the_file(tmp_path):
+    items = colour_pairs(tmp_path / "images", 4)
+    out = export(SftExporter, items, training_context(tmp_path), path="out/sft.jsonl")
+
+    rows = read_rows(out)
+    assert [row["pair_id"] for row in rows] == [item.pair.id for item in items]
+    first, item = rows[0], items[0]
+    assert first["messages"] == [
+        *user_turn(TrainerConfig()),
+        {"role": "assistant", "content": [{"type": "text", "text": instruction_for("red")}]},
+    ]
+    assert first["messages"][0]["content"][-1]["text"] == DEFAULT_TRAINING_PROMPT
+    assert item.instruction is not None
+    assert (first["category"], first["instruction_id"], first["origin"]) == (
+        "add",
+        item.instruction.id,
+        "human",
+    )
+    source, target = first["images"]
+    assert not Path(source).is_absolute() and source.startswith("../images/")
+    assert (out.parent / source).resolve() == Path(item.pair.source.uri).resolve()
+    assert (out.parent / target).resolve() == Path(item.pair.target.uri).resolve()
+
+
+def test_absolute_image_paths_name_the_imported_files(tmp_path):
+    items = colour_pairs(tmp_path / "images", 2)
+    out = export(
+        SftExporter, items, training_context(tmp_path), path="sft.jsonl", images="absolute"
+    )
+    assert read_rows(out)[1]["images"] == [
+        str(Path(items[1].pair.source.uri).resolve()),
+        str(Path(items[1].pair.target.uri).resolve()),
+    ]
+
+
+def test_dpo_rows_carry_ids_and_failure_labels_as_columns_not_json(tmp_path):
+    items, texts = colour_preferences(tmp_path / "images", 3)
+    labelled = items[0].preference
+    assert labelled is not None
+    items[0] = items[0].model_copy(
+        update={
+            "preference": labelled.model_copy(
+                update={"meta": {"rejected_labels": ["vague_verb"], "rejected_score": 1.5}}
+            )
+        }
+    )
+    out = export(DpoExporter, items, training_context(tmp_path, records=texts), path="dpo.parquet")
+
+    rows = read_rows(out)
+    first = rows[0]
+    assert first["prompt"][0]["content"][1] == {"type": "image", "text": None}
+    assert without_nulls(first["prompt"]) == user_turn(TrainerConfig())
+    assert first["chosen"] == [
+        {"role": "assistant", "content": [{"type": "text", "text": instruction_for("red")}]}
+    ]
+    assert first["rejected"][0]["content"][0]["text"] == VAGUE
+    assert (first["chosen_id"], first["rejected_id"]) == (labelled.chosen_id, labelled.rejected_id)
+    assert first["rejected_labels"] == ["vague_verb"] and first["rejected_score"] == 1.5
+    assert rows[1]["rejected_labels"] is None  # a column for every row, empty where unknown
+    assert all(isinstance(path, str) for row in rows for path in row["images"])
+
+
+def test_dpo_needs_the_stores_records_to_read_the_texts(tmp_path):
+    items, _ = colour_preferences(tmp_path / "images", 2)
+    context = PluginContext(step_id="export", base_dir=tmp_path, work_dir=tmp_path)
+    with pytest.raises(EcapError, match="needs the store's records"):
+        export(DpoExporter, items, context, path="dpo.jsonl")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hf"])
+def test_embedded_bytes_decode_to_the_pixels_of_the_imported_images(tmp_path, fmt):
+    if fmt == "hf":
+        pytest.importorskip("datasets")
+    items = colour_pairs(tmp_path / "images", 3)
+    out = export(
+        SftExporter,
+        items,
+        training_context(tmp_path),
+        path="sft.parquet" if fmt == "parquet" else "sft-dataset",
+        images="bytes",
+    )
+    if fmt == "parquet":
+        images = [row["images"] for row in read_rows(out)]
+    else:
+        import datasets
+
+        loaded = datasets.load_from_disk(str(out)).cast_column(
+            "images", datasets.Sequence(datasets.Image(decode=False))
+        )
+        images = loaded["images"]
+    for item, (source, target) in zip(items, images, strict=True):
+        assert pixels(source["bytes"]) == pixels(Path(item.pair.source.uri))
+        assert pixels(target["bytes"]) == pixels(Path(item.pair.target.uri))
+
+
+def test_the_split_column_follows_the_pair_id_whatever_else_is_exported(tmp_path):
+    items = colour_pairs(tmp_path / "images", 12)
+    context = training_context(tmp_path)
+    whole = read_rows(
+        export(SftExporter, items, context, path="all.jsonl", validation_fraction=0.5)
+    )
+    part = read_rows(
+        export(SftExporter, items[::3], context, path="part.jsonl", validation_fraction=0.5)
+    )
+
+    side = {row["pair_id"]: row["split"] for row in whole}
+    assert set(side.values()) == {"train", "validation"}
+    assert all(side[row["pair_id"]] == row["split"] for row in part)
+    assert all((split == "validation") == in_validation(pid, 0.5) for pid, split in side.items())
+
+
+@pytest.mark.parametrize("layout", ["sft", "dpo"])
+def test_an_answer_with_a_control_token_refuses_the_export_naming_the_pair(tmp_path, layout):
+    if layout == "sft":
+        items = colour_pairs(tmp_path / "images", 2)
+        bad = items[1]
+        assert bad.instruction is not None
+        dirty = bad.instruction.model_copy(update={"text": "Add a <|image_pad|> square."})
+        items[1] = bad.model_copy(update={"instruction": dirty})
+        texts: dict[str, Instruction] = {}
+    else:
+        items, texts = colour_preferences(tmp_path / "images", 2)
+        bad = items[1]
+        assert bad.preference is not None
+        rejected = texts[bad.preference.rejected_id]
+        texts[rejected.id] = rejected.model_copy(update={"text": "Edit it.<|im_end|>"})
+    cls = SftExporter if layout == "sft" else DpoExporter
+    context = training_context(tmp_path, records=texts)
+    with pytest.raises(EcapError, match=f"pair {bad.pair.id}: .*control token"):
+        export(cls, items, context, path="rows.jsonl")
+    assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_an_image_changed_since_import_refuses_the_export_naming_the_pair(tmp_path):
+    items = colour_pairs(tmp_path / "images", 2)
+    Image.new("RGB", (8, 8)).save(items[1].pair.target.uri)
+    with pytest.raises(EcapError, match=f"pair {items[1].pair.id}: target image unreadable"):
+        export(SftExporter, items, training_context(tmp_path), path="rows.jsonl")
+
+
+def test_the_format_comes_from_the_suffix_and_jsonl_cannot_hold_bytes():
+    assert TrlExportConfig(path="a/rows.parquet").file_format == "parquet"
+    assert TrlExportConfig(path="a/rows.jsonl").file_format == "jsonl"
+    assert TrlExportConfig(path="a/dataset").file_format == "hf"
+    assert TrlExportConfig(path="rows.txt", format="jsonl").file_format == "jsonl"
+    with pytest.raises(ValidationError, match=r"cannot tell it from the suffix '\.txt'"):
+        TrlExportConfig(path="rows.txt")
+    with pytest.raises(ValidationError, match="images: bytes needs format parquet or hf"):
+        TrlExportConfig(path="rows.jsonl", images="bytes")
+
+
+def test_datasets_loads_the_exported_files_with_images_decoded_from_parquet(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    items, texts = colour_preferences(tmp_path / "images", 4)
+    context = training_context(tmp_path, records=texts)
+    jsonl = export(DpoExporter, items, context, path="dpo.jsonl")
+    parquet = export(DpoExporter, items, context, path="dpo.parquet", images="bytes")
+
+    from_json = datasets.load_dataset("json", data_files=str(jsonl), split="train")
+    assert from_json.column_names[:3] == ["prompt", "chosen", "rejected"]
+    assert from_json[0]["images"] == read_rows(jsonl)[0]["images"]
+    from_parquet = datasets.load_dataset("parquet", data_files=str(parquet), split="train")
+    source, target = from_parquet[0]["images"]
+    assert isinstance(source, Image.Image) and source.size == (64, 64)
+    assert target.convert("RGB").tobytes() == pixels(Path(items[0].pair.target.uri))
+    assert from_parquet[0]["chosen"][0]["content"][0]["text"] == instruction_for("red")
+
+
+def test_ecap_export_writes_sft_rows_from_a_store(tmp_path, write_spec, ecap_registry):
+    make_pairs(tmp_path, 6)
+    spec = write_spec("""
+        steps:
+          pairs: {source: csv, with: {path: pairs.csv}}
+    """)
+    assert run_spec(spec).steps["pairs"].counts["done"] == 6
+
+    out = tmp_path / "exported" / "sft.parquet"
+    args = ["export", "--step", "pairs", "--format", "sft", "-o", str(out), "--store", str(spec)]
+    result = CliRunner().invoke(cli, [*args, "--with", "validation_fraction=0.5"])
+    assert result.exit_code == 0, result.output
+
+    rows = read_rows(out)
+    assert without_nulls(rows[0]["messages"][:1]) == user_turn(TrainerConfig())
+    assert sorted(row["messages"][-1]["content"][0]["text"] for row in rows) == [
+        f"Make pair {i} bluer." for i in range(6)
+    ]
+    assert {row["origin"] for row in rows} == {"reference"}
+    assert all((row["split"] == "validation") == in_validation(row["pair_id"], 0.5) for row in rows)
+    for row in rows:
+        assert all((out.parent / path).is_file() for path in row["images"])
+
+    bad = CliRunner().invoke(cli, [*args, "--with", "images"])
+    assert bad.exit_code != 0 and "expected KEY=VALUE" in bad.output
