@@ -261,3 +261,52 @@ def test_ecap_export_writes_sft_rows_from_a_store(tmp_path, write_spec, ecap_reg
 
     bad = CliRunner().invoke(cli, [*args, "--with", "images"])
     assert bad.exit_code != 0 and "expected KEY=VALUE" in bad.output
+    jsonl = [*args[:-4], "-o", str(tmp_path / "sft.jsonl"), "--store", str(spec)]
+    no_bytes = CliRunner().invoke(cli, [*jsonl, "--with", "images=bytes"])
+    assert no_bytes.exit_code != 0 and "images: bytes needs format parquet or hf" in no_bytes.output
+
+
+def test_an_export_step_in_a_spec_writes_the_rows_next_to_the_spec(
+    tmp_path, write_spec, ecap_registry
+):
+    make_pairs(tmp_path, 3)
+    spec = write_spec("""
+        steps:
+          pairs: {source: csv, with: {path: pairs.csv}}
+          rows: {export: sft, from: pairs, with: {path: out/sft.jsonl, images: absolute}}
+    """)
+    run_spec(spec)
+
+    rows = read_rows(tmp_path / "out" / "sft.jsonl")
+    assert len(rows) == 3 and {row["split"] for row in rows} == {"train"}
+    assert all(
+        Path(path).is_absolute() and Path(path).is_file() for r in rows for path in r["images"]
+    )
+
+
+def test_ecap_export_writes_dpo_rows_with_the_annotators_failure_labels(
+    tmp_path, write_spec, ecap_registry
+):
+    """Preferences a (simulated) human made in a run: the texts come from the store by id, the
+    rejected instruction's defect labels and score from the preference's meta."""
+    spec = write_spec("""
+        steps:
+          pairs: {source: shapes, with: {count: 6, seed: 1, image_size: 48}}
+          captions: {caption: fake, from: pairs, with: {template: "Edit the {category} image."}}
+          corrections: {annotate: shapes-annotator, from: captions, with: {task: prefer}}
+    """)
+    run_spec(spec)
+
+    out = tmp_path / "dpo.parquet"
+    args = ["export", "--step", "corrections", "--format", "dpo", "-o", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--store", str(spec), "--with", "images=bytes"])
+    assert result.exit_code == 0, result.output
+
+    rows = read_rows(out)
+    assert rows, "the fake captioner's vague instructions should all have been corrected"
+    for row in rows:
+        assert row["rejected"][0]["content"][0]["text"].startswith("Edit the ")
+        assert row["chosen"][0]["content"][0]["text"] != row["rejected"][0]["content"][0]["text"]
+        assert isinstance(row["rejected_labels"], list) and row["rejected_labels"]
+        assert isinstance(row["rejected_score"], float)
+        assert [len(image["bytes"]) > 0 for image in row["images"]] == [True, True]
