@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 from pydantic import ValidationError
 
+import ecap_trl.export
 from ecap.cli import cli
 from ecap.errors import EcapError
 from ecap.interfaces import PluginContext
@@ -138,9 +139,10 @@ def test_dpo_needs_the_stores_records_to_read_the_texts(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "hf"])
-def test_embedded_bytes_decode_to_the_pixels_of_the_imported_images(tmp_path, fmt):
+def test_embedded_bytes_decode_to_the_pixels_of_the_imported_images(tmp_path, fmt, monkeypatch):
     if fmt == "hf":
         pytest.importorskip("datasets")
+    monkeypatch.setattr(ecap_trl.export, "PARQUET_BATCH_ROWS", 2)  # two row groups for three rows
     items = colour_pairs(tmp_path / "images", 3)
     out = export(
         SftExporter,
@@ -204,8 +206,10 @@ def test_an_answer_with_a_control_token_refuses_the_export_naming_the_pair(tmp_p
 def test_an_image_changed_since_import_refuses_the_export_naming_the_pair(tmp_path):
     items = colour_pairs(tmp_path / "images", 2)
     Image.new("RGB", (8, 8)).save(items[1].pair.target.uri)
-    with pytest.raises(EcapError, match=f"pair {items[1].pair.id}: target image unreadable"):
-        export(SftExporter, items, training_context(tmp_path), path="rows.jsonl")
+    for path in ("rows.jsonl", "rows.parquet"):
+        with pytest.raises(EcapError, match=f"pair {items[1].pair.id}: target image unreadable"):
+            export(SftExporter, items, training_context(tmp_path), path=path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]  # no partial file left
 
 
 def test_the_format_comes_from_the_suffix_and_jsonl_cannot_hold_bytes():
@@ -229,6 +233,10 @@ def test_datasets_loads_the_exported_files_with_images_decoded_from_parquet(tmp_
     from_json = datasets.load_dataset("json", data_files=str(jsonl), split="train")
     assert from_json.column_names[:3] == ["prompt", "chosen", "rejected"]
     assert from_json[0]["images"] == read_rows(jsonl)[0]["images"]
+    opened = from_json.map(
+        lambda row: {"images": [str(jsonl.parent / path) for path in row["images"]]}
+    ).cast_column("images", datasets.Sequence(datasets.Image()))
+    assert opened[0]["images"][1].convert("RGB").tobytes() == pixels(Path(items[0].pair.target.uri))
     from_parquet = datasets.load_dataset("parquet", data_files=str(parquet), split="train")
     source, target = from_parquet[0]["images"]
     assert isinstance(source, Image.Image) and source.size == (64, 64)
@@ -310,3 +318,30 @@ def test_ecap_export_writes_dpo_rows_with_the_annotators_failure_labels(
         assert isinstance(row["rejected_labels"], list) and row["rejected_labels"]
         assert isinstance(row["rejected_score"], float)
         assert [len(image["bytes"]) > 0 for image in row["images"]] == [True, True]
+
+
+def test_trls_collators_turn_the_loaded_rows_into_model_inputs(tmp_path, tiny_qwen3_vl):
+    """The rows a TRL script reads from the export go through TRL's own vision collators: two
+    images per SFT row, two per side of a DPO row."""
+    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("trl", reason="TRL's collators: pip install 'editcaption[train]'")
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from ecap_trl.engine import load_processor
+    from ecap_trl.job import Weights
+
+    processor = load_processor(Weights(path=str(tiny_qwen3_vl)))
+    sft_items = colour_pairs(tmp_path / "sft", 2)
+    dpo_items, texts = colour_preferences(tmp_path / "dpo", 2)
+    context = training_context(tmp_path, records=texts)
+    sft = export(SftExporter, sft_items, context, path="sft.parquet", images="bytes")
+    dpo = export(DpoExporter, dpo_items, context, path="dpo.parquet", images="bytes")
+
+    def load(path: Path) -> list[dict[str, Any]]:
+        return list(datasets.load_dataset("parquet", data_files=str(path), split="train"))
+
+    sft_batch = DataCollatorForVisionLanguageModeling(processor)(load(sft))
+    assert sft_batch["image_grid_thw"].shape[0] == 4 and sft_batch["input_ids"].shape[0] == 2
+    dpo_batch = DataCollatorForVisionPreference(processor)(load(dpo))
+    assert dpo_batch["image_grid_thw"].shape[0] == 8 and dpo_batch["input_ids"].shape[0] == 4

@@ -20,7 +20,8 @@ import os
 import urllib.parse
 import urllib.request
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,20 +117,20 @@ class _TrlExporter(Exporter):
         target.parent.mkdir(parents=True, exist_ok=True)
         fmt = self.config.file_format
         images_root = target if fmt == "hf" else target.parent
-        rows = self.rows(items)
+        rows = self.rows(items)  # every answer is checked before any image is read
         for item, row in zip(items, rows, strict=True):
-            row["images"] = self._images(item, images_root)
             row["split"] = (
                 "validation"
                 if in_validation(item.pair.id, self.config.validation_fraction)
                 else "train"
             )
-        WRITERS[fmt](rows, target, embedded=self.config.images == "bytes")
+        images = (self._images(item, images_root) for item in items)  # read as written
+        WRITERS[fmt](rows, images, target, embedded=self.config.images == "bytes")
         return ExportResult(uri=str(target), format=f"{self.layout}-{fmt}")
 
     @abstractmethod
     def rows(self, items: Sequence[Item]) -> list[Row]:
-        """One row per item, without its ``images`` and ``split`` (the same for both layouts)."""
+        """One row per item, without its ``split`` and ``images`` (the same for both layouts)."""
 
     def _images(self, item: Item, root: Path) -> list[Any]:
         """The pair's (source, target) as the configured reference. Every image is read and
@@ -212,35 +213,63 @@ def _local_path(uri: str) -> Path | None:
     return Path(uri).resolve()
 
 
-def _write_jsonl(rows: list[Row], target: Path, *, embedded: bool) -> None:
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(target)  # readers never see half a file
+#: Pairs per Parquet row group: with embedded images, the memory an export holds at once.
+PARQUET_BATCH_ROWS = 256
 
 
-def _write_parquet(rows: list[Row], target: Path, *, embedded: bool) -> None:
+@contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target``, moved over it only once complete: readers never see
+    half a file, and an export that fails part-way leaves nothing behind."""
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_jsonl(
+    rows: list[Row], images: Iterator[list[Any]], target: Path, *, embedded: bool
+) -> None:
+    with _replacing(target) as tmp, tmp.open("w", encoding="utf-8") as out:
+        for row, pictures in zip(rows, images, strict=True):
+            out.write(json.dumps({**row, "images": pictures}, ensure_ascii=False) + "\n")
+
+
+def _write_parquet(
+    rows: list[Row], images: Iterator[list[Any]], target: Path, *, embedded: bool
+) -> None:
+    """Written a row group at a time: the text columns' schema comes from every row (so a
+    column empty in the first rows still gets its type), the images are read per group."""
     import pyarrow as pa  # a core dependency, but not one `ecap --help` should pay for
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
+    columns = pa.Table.from_pylist(rows)
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())]) if embedded else pa.string()
+    images_field = pa.field("images", pa.list_(image))
+    schema = columns.schema.append(images_field)
     if embedded:
-        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-        index = table.schema.get_field_index("images")
-        table = table.set_column(
-            index, "images", pa.array([row["images"] for row in rows], pa.list_(image))
+        schema = schema.with_metadata(
+            {"huggingface": json.dumps({"info": {"features": HF_IMAGES_FEATURE}})}
         )
-        features = {"info": {"features": HF_IMAGES_FEATURE}}
-        table = table.replace_schema_metadata({"huggingface": json.dumps(features)})
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(target)
+    with _replacing(target) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(rows), PARQUET_BATCH_ROWS):
+            group = columns.slice(start, PARQUET_BATCH_ROWS)
+            pictures = [next(images) for _ in range(group.num_rows)]
+            writer.write_table(
+                group.append_column(images_field, pa.array(pictures, images_field.type))
+            )
 
 
-def _write_hf(rows: list[Row], target: Path, *, embedded: bool) -> None:
+def _write_hf(
+    rows: list[Row], images: Iterator[list[Any]], target: Path, *, embedded: bool
+) -> None:
+    """Built in memory (``datasets`` has no streaming writer that stays out of its cache)."""
     datasets = require("datasets", "train", "sft/dpo export")
-    dataset = datasets.Dataset.from_list(rows)
+    dataset = datasets.Dataset.from_list(
+        [{**row, "images": pictures} for row, pictures in zip(rows, images, strict=True)]
+    )
     if embedded:
         dataset = dataset.cast_column("images", datasets.Sequence(datasets.Image()))
     dataset.save_to_disk(str(target))
