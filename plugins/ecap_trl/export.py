@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 from ecap.errors import EcapError
 from ecap.images import URL_SCHEMES
 from ecap.interfaces import Exporter, ExportResult, PluginConfig, require
-from ecap.records import Item
+from ecap.records import Item, Preference
 
 from .config import TrainerConfig
 from .rows import (
@@ -199,7 +199,7 @@ class DpoExporter(_TrlExporter):
         return rows
 
 
-def _preference(item: Item) -> Any:
+def _preference(item: Item) -> Preference:
     assert item.preference is not None  # preference_texts refused items without one
     return item.preference
 
