@@ -114,7 +114,7 @@ class CallLog:
             "step_run_id": self.step_run_id,
             "created_at": utcnow(),
         }
-        with self.store.engine.begin() as conn:
+        with _writes(self.store).begin() as conn:
             # Parameters passed beside the statement, not baked into it with ``values()``: the
             # compiled INSERT is then cached once instead of rebuilt for every call.
             conn.execute(insert(ApiCall), [row])
@@ -127,7 +127,7 @@ class CallLog:
 
         from .store.schema import ApiCall
 
-        with self.store.engine.begin() as conn:
+        with _writes(self.store).begin() as conn:
             conn.execute(
                 update(ApiCall)
                 .where(ApiCall.request_hash == request_hash, ApiCall.status == "ok")
@@ -140,7 +140,7 @@ class CallLog:
 
         from .store.schema import ApiCall
 
-        with self.store.engine.begin() as conn:
+        with _writes(self.store).begin() as conn:
             conn.execute(
                 update(ApiCall)
                 .where(
@@ -150,3 +150,11 @@ class CallLog:
                 )
                 .values(**scrub_data(answer))
             )
+
+
+def _writes(store: Any) -> Any:
+    """The store's engine for a transaction that writes (``BEGIN IMMEDIATE`` on SQLite: it
+    waits for the write lock up front rather than failing when another writer holds it)."""
+    from .store.connect import writer
+
+    return writer(store.engine)
