@@ -1,0 +1,122 @@
+"""What the end-to-end benchmarks share: the machine line, timings, generated image pairs, and
+running ``ecap`` as a user does (a fresh process of the console script).
+
+Kept in one place so that ``core_ingest.py`` and ``runner_overhead.py`` measure ecap the same way:
+the wall time of the whole command, and the CPU time of that process, read from the OS.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Runs the ecap command line with the fake plugins of ecap.testing registered beside the
+# installed ones, as the test suite's resume tests do.
+RUN_WITH_FAKES = """
+import sys
+from ecap.cli import main
+from ecap.plugins import set_registry
+from ecap.testing import registry_with_fakes
+set_registry(registry_with_fakes())
+main(sys.argv[1:])
+"""
+
+
+def describe_machine() -> str:
+    return (
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{os.cpu_count()} CPUs, {platform.platform()}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+@dataclass
+class Timing:
+    """Wall-clock seconds and CPU seconds (user + system) of one measured phase."""
+
+    wall: float
+    cpu: float
+
+
+class Clock:
+    """Times this process: wall clock and this process's CPU time."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> Timing:
+        return Timing(time.perf_counter() - self.wall, time.process_time() - self.cpu)
+
+
+def ecap_command() -> str:
+    """The ecap console script beside this interpreter (a pyenv shim on PATH adds a bash hop)."""
+    found = shutil.which("ecap", path=str(Path(sys.executable).parent))
+    if found is None:
+        sys.exit(f"no ecap console script beside {sys.executable} (pip install -e .)")
+    return found
+
+
+def run_ecap(args: list[str], *, with_fakes: Path | None = None) -> Timing:
+    """Run ``ecap ARGS`` in a fresh process and time it, start-up included. With ``with_fakes``
+    (a folder to write the runner script to), the fake plugins are registered too. CPU time is the
+    child's, from the OS; a failing command stops the benchmark with its output."""
+    if with_fakes is None:
+        command = [ecap_command(), *args]
+    else:
+        script = with_fakes / "run_with_fakes.py"
+        script.write_text(RUN_WITH_FAKES)
+        command = [sys.executable, str(script), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timing(wall, cpu)
+
+
+def write_pairs(folder: Path, count: int, size: int) -> Path:
+    """Write ``count`` distinct pairs of ``size`` px images and a CSV listing them; return its path.
+
+    Images up to 64 px are PNG with flat colours (like the test suite's); larger ones are JPEG
+    (quality 90) of a gradient with noise, so that decoding costs what a photo of that size
+    costs. Every image differs from every other one, so every pair has its own content hash.
+    """
+    from PIL import Image
+
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    photo_like = size > 64
+    texture = Image.effect_noise((size, size), 40).convert("RGB") if photo_like else None
+    rows = []
+    for i in range(count):
+        names = []
+        for side, blue in (("source", 40), ("target", 200)):
+            colour = (i % 256, (i // 256) % 256, (blue + i // 65536) % 256)
+            image = Image.new("RGB", (size, size), colour)
+            if texture is not None:
+                image = Image.blend(image, texture, 0.5)
+            name = f"{i:07d}-{side}.{'jpg' if photo_like else 'png'}"
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG" if photo_like else "PNG", quality=90)
+            (images / name).write_bytes(buffer.getvalue())
+            names.append(f"images/{name}")
+        rows.append({"source": names[0], "target": names[1], "category": ("add", "remove")[i % 2]})
+    path = folder / "pairs.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
