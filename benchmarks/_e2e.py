@@ -8,6 +8,7 @@ the wall time of the whole command, and the CPU time of that process, read from 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import platform
@@ -91,29 +92,35 @@ def write_pairs(folder: Path, count: int, size: int) -> Path:
     """Write ``count`` distinct pairs of ``size`` px images and a CSV listing them; return its path.
 
     Images up to 64 px are PNG with flat colours (like the test suite's); larger ones are JPEG
-    (quality 90) of a gradient with noise, so that decoding costs what a photo of that size
-    costs. Every image differs from every other one, so every pair has its own content hash.
+    (quality 90) of a colour plus noise drawn for each image, so that decoding costs what a photo
+    of that size costs. Every image file differs from every other one (checked), so every pair
+    has its own content hash and both sides of a benchmark write ``count`` pairs.
     """
-    from PIL import Image
+    from PIL import Image, ImageChops
 
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     photo_like = size > 64
-    texture = Image.effect_noise((size, size), 40).convert("RGB") if photo_like else None
-    rows = []
+    levels = 192 if photo_like else 256  # 192: a colour plus noise in 0..63 never saturates
+    rows, hashes = [], set()
     for i in range(count):
         names = []
-        for side, blue in (("source", 40), ("target", 200)):
-            colour = (i % 256, (i // 256) % 256, (blue + i // 65536) % 256)
+        for side, blue in (("source", 0), ("target", levels // 2)):
+            colour = (i % levels, (i // levels) % levels, (blue + i // levels**2) % levels)
             image = Image.new("RGB", (size, size), colour)
-            if texture is not None:
-                image = Image.blend(image, texture, 0.5)
+            if photo_like:
+                noise = Image.effect_noise((size, size), 40).point(lambda v: v // 4)
+                image = ImageChops.add(image, noise.convert("RGB"))
             name = f"{i:07d}-{side}.{'jpg' if photo_like else 'png'}"
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG" if photo_like else "PNG", quality=90)
-            (images / name).write_bytes(buffer.getvalue())
+            data = buffer.getvalue()
+            hashes.add(hashlib.sha256(data).digest())
+            (images / name).write_bytes(data)
             names.append(f"images/{name}")
         rows.append({"source": names[0], "target": names[1], "category": ("add", "remove")[i % 2]})
+    if len(hashes) != 2 * count:
+        raise RuntimeError(f"{2 * count - len(hashes)} generated images are not distinct")
     path = folder / "pairs.csv"
     with path.open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
