@@ -191,14 +191,30 @@ def _image_only(processor_cls: type) -> type:
     return ImageOnly
 
 
-def _save(model: Any, processor: Any, folder: Path, processor_class: str, specials: Any) -> None:
+def _save(
+    model: Any,
+    processor: Any,
+    folder: Path,
+    processor_class: str,
+    specials: Any,
+    half_storage: bool = False,
+) -> None:
     """Save model and processor; name the stock processor class in the processor config."""
     import torch
 
     with torch.no_grad():  # random weights write text instead of ending at once
         head = model.get_output_embeddings().weight
         head[[processor.tokenizer.convert_tokens_to_ids(t) for t in specials]] = 0
+    if half_storage:
+        model.to(torch.float16)
     model.save_pretrained(folder)
+    if half_storage:  # computed in float32 wherever it is loaded
+        config_path = folder / "config.json"
+        config = json.loads(config_path.read_text())
+        for section in (config, config.get("text_config", {}), config.get("vision_config", {})):
+            if "dtype" in section:
+                section["dtype"] = "float32"
+        config_path.write_text(json.dumps(config, indent=2))
     processor.save_pretrained(folder)
     config_path = folder / "processor_config.json"
     data = json.loads(config_path.read_text())
@@ -271,17 +287,20 @@ def _text_config(tokenizer: Any, **overrides: Any) -> dict[str, Any]:
 class Size:
     """How big a model the builders make. ``TINY`` (the default, the test fixtures) is the
     smallest that runs every code path; ``SMALL`` can learn a simple visual task on a CPU in
-    minutes (the quickstart's ShapesEdit recipe)."""
+    minutes (the quickstart's ShapesEdit recipe), and is stored in under 2 MB."""
 
     hidden: int
     layers: int
     heads: int
     vision_hidden: int
     vision_depth: int
+    #: Store the weights in float16 (the config still says float32, so they load as float32):
+    #: half the bytes for a model folder committed to a repository.
+    half_storage: bool = False
 
 
 TINY = Size(hidden=64, layers=2, heads=4, vision_hidden=32, vision_depth=2)
-SMALL = Size(hidden=128, layers=4, heads=8, vision_hidden=64, vision_depth=4)
+SMALL = Size(hidden=128, layers=2, heads=8, vision_hidden=64, vision_depth=4, half_storage=True)
 SIZES = {"tiny": TINY, "small": SMALL}
 
 
@@ -332,7 +351,7 @@ def _build_qwen3_vl(folder: Path, size: Size = TINY, corpus: Sequence[str] = COR
     torch.manual_seed(0)
     model = tf.Qwen3VLForConditionalGeneration(config)
     _generation_ids(model, ids["<|im_end|>"], ids["<|endoftext|>"])
-    _save(model, processor, folder, "Qwen3VLProcessor", QWEN_SPECIALS)
+    _save(model, processor, folder, "Qwen3VLProcessor", QWEN_SPECIALS, size.half_storage)
 
 
 def _build_qwen25_vl(folder: Path) -> None:
