@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,32 @@ def _sqlite_setup(read_only: bool) -> Any:
         if read_only:
             cursor.execute("PRAGMA query_only=ON")
         else:
-            cursor.execute("PRAGMA journal_mode=WAL")  # stays as it was where WAL is impossible
+            _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     return setup
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database in WAL mode (it stays as it was where WAL is impossible).
+
+    The mode is stored in the file, so this is a change once, when the store is new, and a read
+    afterwards. The change needs the database to itself, and SQLite refuses it at once, without
+    waiting ``busy_timeout``, while another process is opening the same new store: so it is
+    tried again until that other process is done, for as long as any lock is waited for."""
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin(conn: Any) -> None:
