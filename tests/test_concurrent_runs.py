@@ -22,7 +22,7 @@ from ecap.claims import ClaimedWork
 from ecap.records import ImageRef, Item, Pair
 from ecap.store import Store
 from ecap.store.store import CompletedSample, Holder
-from ecap.testing import make_pairs
+from ecap.testing import make_pairs, start_step_run
 
 STEP = "ecap1:step"
 
@@ -32,23 +32,8 @@ def keys(n: int) -> list[str]:
 
 
 def a_step_run(store: Store, run_name: str = "t") -> str:
-    run = store.start_run(
-        name=run_name,
-        spec_path="spec.yaml",
-        spec_text="steps: {}",
-        spec_hash="0" * 64,
-        ecap_version="test",
-        plugins={},
-    )
-    return store.start_step(
-        run_id=run,
-        step_id="captions",
-        kind="caption",
-        plugin="fake",
-        plugin_version="1",
-        package="editcaption",
-        config={},
-        step_key=STEP,
+    return start_step_run(
+        store, step_id="captions", kind="caption", plugin="fake", step_key=STEP, run_name=run_name
     )
 
 

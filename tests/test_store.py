@@ -13,6 +13,7 @@ from ecap.records import Dataset, ImageRef, Instruction, Item, Pair, SampleError
 from ecap.store import Store
 from ecap.store.schema import Base
 from ecap.store.store import CompletedSample
+from ecap.testing import start_step_run
 
 
 def a_pair(n: int) -> Pair:
@@ -24,24 +25,7 @@ def a_pair(n: int) -> Pair:
 
 
 def started(store: Store, step_id: str = "pairs") -> str:
-    run = store.start_run(
-        name="t",
-        spec_path="spec.yaml",
-        spec_text="steps: {}",
-        spec_hash="0" * 64,
-        ecap_version="test",
-        plugins={},
-    )
-    return store.start_step(
-        run_id=run,
-        step_id=step_id,
-        kind="source",
-        plugin="csv",
-        plugin_version="1",
-        package="editcaption",
-        config={"path": "x"},
-        step_key="ecap1:step",
-    )
+    return start_step_run(store, step_id=step_id, config={"path": "x"})
 
 
 def test_migrations_build_exactly_the_declared_schema(store_url):

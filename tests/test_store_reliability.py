@@ -31,7 +31,7 @@ from ecap.records import ImageRef, Pair
 from ecap.store import Store, migrate
 from ecap.store.schema import Base
 from ecap.store.store import CompletedSample
-from ecap.testing import make_pairs
+from ecap.testing import make_pairs, start_step_run
 
 CREATE_STORE = """
 import sys
@@ -50,24 +50,7 @@ def a_pair(n: int) -> Pair:
 
 
 def start_step(store: Store, step_key: str = "ecap1:step") -> str:
-    run = store.start_run(
-        name="t",
-        spec_path="spec.yaml",
-        spec_text="steps: {}",
-        spec_hash="0" * 64,
-        ecap_version="test",
-        plugins={},
-    )
-    return store.start_step(
-        run_id=run,
-        step_id="pairs",
-        kind="source",
-        plugin="csv",
-        plugin_version="1",
-        package="editcaption",
-        config={},
-        step_key=step_key,
-    )
+    return start_step_run(store, step_key=step_key)
 
 
 def assert_complete_store(url: str) -> None:

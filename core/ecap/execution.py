@@ -85,6 +85,8 @@ class StepExecution:
         self.progress = progress
         self.models = list(models)  # models this step runs: what its records are attributed to
         self.counts = {"inputs": 0, "cached": 0, "done": 0, "failed": 0, "pending": 0}
+        #: What a whole-input step made (dataset, and model for a train step), fresh or cached.
+        self.produced: list[Record] = []
 
     def run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
         if self.options.worker and self.contract.shape != "per_sample":
@@ -429,9 +431,6 @@ class StepExecution:
         self.counts["done"] = len(unique)
         self.progress.advance(task, 1)
         return StepOutcome(self.step.id, "complete", self.step_run_id, self.counts), unique
-
-    #: What a whole-input step made (dataset, and model for a train step), fresh or cached.
-    produced: list[Record] = []
 
 
 __all__ = ["SampleOutcome", "StepExecution", "StepOutcome", "WorkUnit"]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         query_store,
         registry_with_fakes,
         run_spec,
+        start_step_run,
     )
     from .servers import FakeLLMServer, LLMError, LLMReply, LLMRequest
 
@@ -62,6 +63,7 @@ _HOMES = {
     "query_store": "helpers",
     "registry_with_fakes": "helpers",
     "run_spec": "helpers",
+    "start_step_run": "helpers",
 }
 
 

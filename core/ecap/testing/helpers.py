@@ -109,6 +109,40 @@ def query_store(store: str | Path, statement: Any) -> list[Any]:
         opened.close()
 
 
+def start_step_run(
+    store: Any,
+    *,
+    step_id: str = "pairs",
+    kind: str = "source",
+    plugin: str = "csv",
+    step_key: str = "ecap1:step",
+    run_name: str = "t",
+    config: dict[str, Any] | None = None,
+) -> str:
+    """A run and one running step run in ``store``, for tests that write records or claims
+    directly through the :class:`~ecap.store.Store` API; returns the step run's id."""
+    run = store.start_run(
+        name=run_name,
+        spec_path="spec.yaml",
+        spec_text="steps: {}",
+        spec_hash="0" * 64,
+        ecap_version="test",
+        plugins={},
+    )
+    return str(
+        store.start_step(
+            run_id=run,
+            step_id=step_id,
+            kind=kind,
+            plugin=plugin,
+            plugin_version="1",
+            package="editcaption",
+            config=config or {},
+            step_key=step_key,
+        )
+    )
+
+
 def kill_run_when(
     command: list[str],
     ready: Callable[[], bool],
