@@ -93,4 +93,5 @@ __all__ = [
     "registry_with_fakes",
     "reset_fakes",
     "run_spec",
+    "start_step_run",
 ]
