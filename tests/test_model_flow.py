@@ -127,3 +127,12 @@ def test_a_model_reference_must_name_a_train_step(
         load_spec(spec)
     assert message in str(error.value)
     assert "steps.sampled.with.model.step" in str(error.value)
+
+
+def test_a_trainings_bar_shows_its_latest_step_loss_and_speed():
+    from ecap.progress import metrics_line
+
+    line = metrics_line(120, {"loss": 0.53219, "tokens_per_second": 1234.4, "learning_rate": 1e-5})
+    assert line == "step 120 · loss 0.5322 · 1,234 tok/s"
+    dpo = metrics_line(8, {"loss": 0.69, "rewards/margins": 0.0123, "rewards/accuracies": 0.75})
+    assert dpo == "step 8 · loss 0.69 · margin 0.0123 · acc 0.75"

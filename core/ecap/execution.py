@@ -22,12 +22,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .claims import ClaimedWork
+from .datasets import held_out_among, held_out_pairs, refuse_held_out
 from .errors import EcapError
 from .executors import BatchCalls, make_executor
 from .hashing import digest
 from .interfaces import Plugin, SourceRow
 from .logs import event
-from .progress import Progress
+from .progress import Progress, metrics_line
 from .records import Dataset, Item, Model, Record, SampleError
 from .secrets import scrub
 from .spec import Step
@@ -382,6 +383,34 @@ class StepExecution:
         content_hash = digest("dataset", [item.key() for item in unique])
         return unique, content_hash, digest(self.step_key, content_hash)
 
+    def without_test_pairs(self, items: list[Item]) -> list[Item]:
+        """A training step's input with no pair the store holds out for testing: refused before
+        anything trains, or left out (counted) when the trainer's policy says so."""
+        held_out = held_out_among(items, held_out_pairs(self.store, [i.pair.id for i in items]))
+        if self.plugin.held_out_policy() == "refuse":  # type: ignore[attr-defined]
+            refuse_held_out(items, held_out, self.step.id)
+            return items
+        kept = [item for item in items if item.pair.id not in held_out]
+        if held_out:
+            self.counts["held_out"] = len(items) - len(kept)
+            event("step.held_out", step=self.step.id, items=len(items) - len(kept))
+        return kept
+
+    def show_metrics(self, task: Any) -> None:
+        """Each metrics report of a long whole-input job (a training's step, loss, tokens/s) is
+        stored as before and also shown on the step's progress bar."""
+        context = self.plugin.context
+        store_metrics = context.log_metrics
+        if store_metrics is None:
+            return
+        label = f"{self.contract.key} {self.step.id}"
+
+        def report(step: int, values: dict[str, float]) -> None:
+            store_metrics(step, values)
+            self.progress.describe(task, f"{label} · {metrics_line(step, values)}")
+
+        context.log_metrics = report
+
     def produced_before(self, cache_key: str) -> list[Record] | None:
         """The records a whole-input step made for this exact input in an earlier run."""
         finished = self.store.finished([cache_key])
@@ -394,6 +423,8 @@ class StepExecution:
         return records
 
     def whole_input(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        if self.contract.trains:
+            items = self.without_test_pairs(items)
         unique, content_hash, cache_key = self.whole_input_key(items)
         self.counts["inputs"] = len(unique)
         earlier = self.produced_before(cache_key)
@@ -402,6 +433,7 @@ class StepExecution:
             self.produced = earlier
             return StepOutcome(self.step.id, "cached", self.step_run_id, self.counts), unique
         task = self.progress.add(f"{self.contract.key} {self.step.id}", 1)
+        self.show_metrics(task)
         dataset = Dataset(
             name=self.step.id, content_hash=content_hash, format="items", count=len(unique)
         )

@@ -142,6 +142,9 @@ class KindContract:
     #: The record a whole-input step makes of its inputs (``model``, ``dataset``), which later
     #: steps can name: ``model: {step: NAME}`` must name a step that produces a model.
     produces: str | None = None
+    #: Its input becomes a model's training data: the runner keeps pairs the store holds out
+    #: for testing away from it (:mod:`ecap.datasets`).
+    trains: bool = False
     summary: str = ""  # one line for docs and ``ecap plugins``
 
 
@@ -382,8 +385,15 @@ class Trainer(Plugin):
         method="train",
         shape="whole_input",
         produces="model",
+        trains=True,
         summary="trains a model on the frozen dataset of its inputs",
     )
+
+    def held_out_policy(self) -> Literal["refuse", "leave_out"]:
+        """What the runner does with input pairs the store holds out for testing: ``refuse``
+        fails the step before training (the default: a leak is a mistake in the spec), and
+        ``leave_out`` trains without them, recording how many were left out."""
+        return "refuse"
 
     @abstractmethod
     def train(self, items: Sequence[Item], dataset: Dataset) -> Model:

@@ -6,8 +6,9 @@ may hold the hub's ``{"bytes", "path"}`` struct, raw bytes, or a path (relative 
 ``images_root``, default the data's folder). Embedded bytes are written once, content-addressed,
 under ``images_dir``.
 
-Every pair records its benchmark (``pair.meta["benchmark"]``) so that reports group by it, and
-its category where the set has one; the set's instruction is imported with origin
+Every pair records its benchmark (``pair.meta["benchmark"]``) so that reports group by it, its
+split (``pair.meta["split"]``: ``test`` unless configured, and no train step may use a test pair)
+and its category where the set has one; the set's instruction is imported with origin
 ``reference``. A row holding structured ground truth in the paper's format (``primary``,
 ``secondary``, ``overall`` columns, e.g. a locally annotated copy) also yields a Reference.
 """
@@ -66,6 +67,11 @@ class BenchmarkConfig(PluginConfig):
         "under images/)",
     )
     max_image_pixels: int = Field(64_000_000, ge=1, description="larger images fail their row")
+    split: str = Field(
+        "test",
+        description="the split its pairs are recorded in (pair.meta['split']); benchmarks are "
+        "test sets, which no train step may use, unless this says otherwise (e.g. train)",
+    )
 
 
 class RowError(ValueError):
@@ -150,6 +156,7 @@ class BenchmarkSource(Source):
             category=category,
             meta={
                 "benchmark": layout.benchmark,
+                "split": self.config.split,
                 "row": where,
                 **{k: row[k] for k in layout.keep if row.get(k) is not None},
                 **extra,

@@ -112,6 +112,12 @@ class TrainerConfig(PluginConfig):
     validation_fraction: float = Field(
         0.0, ge=0, lt=1, description="pairs held out for validation, chosen by pair id hash"
     )
+    held_out: Literal["refuse", "leave_out"] = Field(
+        "refuse",
+        description="input pairs held out for testing (declared test by their source, or in "
+        "a frozen test split): refuse fails the step before training, leave_out trains "
+        "without them",
+    )
     seed: int = 0
     logging_steps: int = transport_field(10, ge=1, description="report metrics every N steps")
     save_steps: int = transport_field(

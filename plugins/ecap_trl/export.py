@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from ecap.datasets import split_of
 from ecap.errors import EcapError
 from ecap.images import URL_SCHEMES
 from ecap.interfaces import Exporter, ExportResult, PluginConfig, require
@@ -36,7 +37,6 @@ from .config import TrainerConfig
 from .rows import (
     Row,
     answer,
-    in_validation,
     preference_texts,
     prepared_pair,
     sft_answer,
@@ -79,6 +79,13 @@ class TrlExportConfig(PluginConfig):
     source_label: str | None = _as_trainers("source_label")
     target_label: str | None = _as_trainers("target_label")
     validation_fraction: float = _as_trainers("validation_fraction")
+    test_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="pairs marked test in the split column, chosen by pair id hash (pairs "
+        "whose source declared them test are marked test whatever this is)",
+    )
 
     @property
     def file_format(self) -> FileFormat:
@@ -98,6 +105,10 @@ class TrlExportConfig(PluginConfig):
             raise ValueError(
                 "images: bytes needs format parquet or hf (JSON has no bytes); use relative "
                 "or absolute paths for jsonl"
+            )
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                "validation_fraction + test_fraction must stay below 1 (some pairs train)"
             )
         return self
 
@@ -119,10 +130,8 @@ class _TrlExporter(Exporter):
         images_root = target if fmt == "hf" else target.parent
         rows = self.rows(items)  # every answer is checked before any image is read
         for item, row in zip(items, rows, strict=True):
-            row["split"] = (
-                "validation"
-                if in_validation(item.pair.id, self.config.validation_fraction)
-                else "train"
+            row["split"] = split_of(
+                item.pair, self.config.validation_fraction, self.config.test_fraction
             )
         images = (self._images(item, images_root) for item in items)  # read as written
         WRITERS[fmt](rows, images, target, embedded=self.config.images == "bytes")

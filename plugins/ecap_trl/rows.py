@@ -13,12 +13,12 @@ training sees the pixels sampling will see, checked against the hash recorded at
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ecap.datasets import hashed_split
 from ecap.errors import EcapError
 from ecap.images import ImageReadError, PreparedImage, prepare_image
 from ecap.records import Instruction, Item
@@ -31,12 +31,10 @@ RecordLookup = Callable[[str, list[str]], dict[str, Any]]
 
 
 def in_validation(pair_id: str, fraction: float) -> bool:
-    """Whether a pair is held out: a fixed function of its id, so a pair never changes sides
-    between runs, whatever else the dataset holds."""
-    if fraction <= 0:
-        return False
-    bucket = int(hashlib.sha256(f"ecap-split:{pair_id}".encode()).hexdigest()[:12], 16)
-    return bucket / float(16**12) < fraction
+    """Whether a pair is held out for validation: :func:`ecap.datasets.hashed_split`'s bottom
+    ``fraction``, so a pair never changes sides between runs, whatever else the dataset holds,
+    and an exported dataset's ``split`` column agrees with training."""
+    return fraction > 0 and hashed_split(pair_id, validation_fraction=fraction) == "validation"
 
 
 @dataclass(frozen=True)

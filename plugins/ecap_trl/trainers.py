@@ -13,7 +13,7 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ecap.errors import EcapError
 from ecap.hashing import canonical_json
@@ -43,6 +43,9 @@ class TRLTrainer(Trainer):
 
     def rows(self, items: Sequence[Item]) -> list[tuple[str, Row]]:
         raise NotImplementedError
+
+    def held_out_policy(self) -> Literal["refuse", "leave_out"]:
+        return self.config.held_out
 
     # -- the shared run ---------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -266,6 +266,9 @@ class FakeAnnotator(Annotator):
 class FakeTrainerConfig(PluginConfig):
     base_model: str = Field("fake-base", description="recorded as the model's base")
     fail: bool = Field(False, description="raise instead of training (a failed training)")
+    held_out: Literal["refuse", "leave_out"] = Field(
+        "refuse", description="what to do with input pairs held out for testing"
+    )
 
 
 class FakeTrainer(Trainer):
@@ -276,6 +279,9 @@ class FakeTrainer(Trainer):
     Config = FakeTrainerConfig
     config: FakeTrainerConfig
     calls: ClassVar[list[list[str]]] = []
+
+    def held_out_policy(self) -> Literal["refuse", "leave_out"]:
+        return self.config.held_out
 
     def train(self, items: Sequence[Item], dataset: Dataset) -> Model:
         type(self).calls.append([item.pair.id for item in items])
