@@ -16,13 +16,14 @@ import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-from . import hookspecs
 from .errors import PluginError, did_you_mean
-from .interfaces import KINDS, Plugin
+
+if TYPE_CHECKING:  # imported when a registry is built: ``ecap --help`` and the cache need neither
+    import pluggy
+
+    from .interfaces import Plugin
 
 ENTRY_POINT_GROUP = "ecap"
 
@@ -115,22 +116,40 @@ def _dist_of(module: ModuleType | Any) -> tuple[str, str]:
     return top or "unknown", "0"
 
 
-def build_registry(extra_plugins: list[tuple[str, object]] | None = None) -> Registry:
+def selected_entry_points() -> list[metadata.EntryPoint]:
+    """The installed ``ecap`` entry points this process loads: all of them, less those that
+    ``ECAP_LOAD_PLUGINS`` leaves out or ``ECAP_BLOCK_PLUGINS`` names. Reading them imports no
+    plugin."""
+    allow, block = _csv_env("ECAP_LOAD_PLUGINS"), _csv_env("ECAP_BLOCK_PLUGINS") or set()
+    return [
+        ep
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if (allow is None or ep.name in allow) and ep.name not in block
+    ]
+
+
+def build_registry(
+    extra_plugins: list[tuple[str, object]] | None = None,
+    entry_points: list[metadata.EntryPoint] | None = None,
+) -> Registry:
     """Load entry points (each in its own try), then collect registrations kind by kind.
 
     ``extra_plugins`` are (name, hookimpl holder) registered directly; ``ecap.testing`` uses it to
-    install fakes through exactly the same path.
+    install fakes through exactly the same path. ``entry_points`` (default: every one selected)
+    lets the command line load only the plugin whose command runs.
     """
+    import pluggy
+
+    from . import hookspecs
+    from .interfaces import KINDS
+
     registry = Registry()
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     registry.manager = pm
-    allow, block = _csv_env("ECAP_LOAD_PLUGINS"), _csv_env("ECAP_BLOCK_PLUGINS") or set()
 
     owners: dict[str, tuple[str, str, str]] = {}  # plugin name in pm -> (package, version, ep)
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if (allow is not None and ep.name not in allow) or ep.name in block:
-            continue
+    for ep in selected_entry_points() if entry_points is None else entry_points:
         package = ep.dist.name if ep.dist else "unknown"
         try:
             module = ep.load()
@@ -210,6 +229,8 @@ def _call_registration(registry: Registry, impl: Any, package: str, register: An
 
 
 def _check_plugin_class(kind: str, name: str, cls: Any) -> None:
+    from .interfaces import KINDS
+
     expected = KINDS[kind]
     if not (isinstance(cls, type) and issubclass(cls, expected)):
         raise PluginError(f"{kind} plugin '{name}' must be a subclass of {expected.__name__}")
@@ -223,6 +244,12 @@ def get_registry() -> Registry:
     global _registry
     if _registry is None:
         _registry = build_registry()
+    return _registry
+
+
+def built_registry() -> Registry | None:
+    """The process-wide registry if it was built or set already, else ``None`` (nothing is
+    loaded)."""
     return _registry
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, SecretStr
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 #: What replaces a secret.
 REDACTED = "***"
@@ -36,11 +38,25 @@ _secrets: set[str] = set()
 _pattern: re.Pattern[str] | None = None
 
 
+def _is_secret_str(value: Any) -> bool:
+    """Whether ``value`` is a pydantic ``SecretStr``. Asked of pydantic only once something has
+    imported it (no value can be one before): the CLI registers the environment's secrets at
+    start-up, and importing pydantic for that would double the time ``ecap --help`` takes."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.SecretStr)
+
+
+def _is_model(value: Any) -> bool:
+    """Whether ``value`` is a pydantic model (asked as :func:`_is_secret_str` asks)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
 def register_secret(value: str | SecretStr | None) -> None:
     """Remember ``value`` so that :func:`scrub` removes it (and its URL-encoded form)."""
     global _pattern
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
+    if _is_secret_str(value):
+        value = value.get_secret_value()  # type: ignore[union-attr]
     if not isinstance(value, str):
         return
     value = value.strip()
@@ -59,9 +75,9 @@ def register_secret(value: str | SecretStr | None) -> None:
 def register_config(data: Any) -> None:
     """Register every secret in a config: ``SecretStr`` values anywhere, and string values under
     secret-looking names, in a pydantic model or plain data (a spec's parsed ``with:`` block)."""
-    if isinstance(data, SecretStr):
+    if _is_secret_str(data):
         register_secret(data)
-    elif isinstance(data, BaseModel):
+    elif _is_model(data):
         for name in type(data).model_fields:
             value = getattr(data, name)
             if SECRET_NAME.search(name):
@@ -79,7 +95,7 @@ def register_config(data: Any) -> None:
 
 def _register_all(value: Any) -> None:
     """Every string under a secret's name, however nested (``token: {value: ...}``)."""
-    if isinstance(value, str | SecretStr):
+    if isinstance(value, str) or _is_secret_str(value):
         register_secret(value)
     elif isinstance(value, Mapping):
         for item in value.values():

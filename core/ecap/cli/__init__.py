@@ -1,5 +1,7 @@
-"""The ``ecap`` command line. Importing it loads click, pydantic and SQLAlchemy, never a heavy ML
-library or a cloud SDK: plugins import those when a step actually runs."""
+"""The ``ecap`` command line. Importing it loads click and the commands' definitions, nothing
+more: each command imports what it needs (pydantic, SQLAlchemy, rich...) when it runs, and a
+command a plugin adds loads that plugin only when it is invoked. ``ecap --help`` lists the
+plugins' commands from :mod:`.plugin_cache`, without importing a plugin."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..report.command import report_command
 from ..secrets import register_environment, scrub
 from . import db, export, init, pipeline, plugins, provenance, runs, testing
 from . import filter as filter_cli
+from .plugin_cache import PluginCommand, Snapshot, load_command, plugin_commands, snapshot
 
 
 class _Group(click.Group):
@@ -26,7 +29,20 @@ class _Group(click.Group):
     A new user's mistakes (a missing file, a bad URL, a wrong id, an invalid value) surface as
     many exception types, not only :class:`EcapError`; all of them get one line, scrubbed of
     every known secret. ``ecap -v`` (or ``ECAP_TRACEBACK=1``) adds the traceback for a bug
-    report. Click's own usage errors, ``--help`` and exits pass through unchanged."""
+    report. Click's own usage errors, ``--help`` and exits pass through unchanged.
+
+    Besides its own commands it offers the plugins' (see :mod:`.plugin_cache`): listed from what
+    they declared, each loaded from its own plugin when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *(c.name for c in _plugins(ctx).commands)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        own = self.commands.get(cmd_name)
+        if own is not None:
+            return own
+        declared = next((c for c in _plugins(ctx).commands if c.name == cmd_name), None)
+        return None if declared is None else _PluginCommand(declared)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -45,6 +61,45 @@ class _Group(click.Group):
             if ctx.meta.get("ecap.traceback") or os.environ.get("ECAP_TRACEBACK"):
                 click.echo(scrub(traceback.format_exc()), err=True)
             _fail(ctx, f"{type(exc).__name__}: {exc}")
+
+
+class _PluginCommand(click.Command):
+    """A plugin's command as its declaration describes it (name and help, for ``ecap --help``),
+    standing in for the real one until it runs: then its plugin, and only that one, is loaded and
+    the real command parses the arguments and runs."""
+
+    def __init__(self, declared: PluginCommand) -> None:
+        super().__init__(
+            declared.name,
+            help=declared.help,
+            short_help=declared.short_help,
+            hidden=declared.hidden,
+            deprecated=declared.deprecated,
+        )
+        self.declared = declared
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        command = load_command(self.declared)
+        if command is None:
+            raise click.UsageError(
+                f"No such command {self.declared.name!r}: plugin '{self.declared.plugin}' no "
+                "longer adds it (see ecap plugins doctor).",
+                parent,
+            )
+        return command.make_context(info_name, args, parent, **extra)
+
+
+def _plugins(ctx: click.Context) -> Snapshot:
+    """The plugins' commands and descriptions, read once per invocation."""
+    found: Snapshot = ctx.meta.get("ecap.plugins") or snapshot()
+    ctx.meta["ecap.plugins"] = found
+    return found
 
 
 def _fail(ctx: click.Context, *problems: str) -> None:
@@ -77,23 +132,14 @@ cli.add_command(report_command)
 
 
 def _add_plugin_commands() -> None:
-    """Let plugins add commands; a plugin that fails here is reported, not fatal."""
+    """Add every plugin's commands to :data:`cli` now, loading every plugin (for what walks the
+    command tree: the docs' checks, the tests); a plugin that fails here is reported, not fatal.
+    ``ecap`` itself loads a plugin's command only when it is invoked."""
     from ..plugins import get_registry
 
-    registry = get_registry()
-    if registry.manager is None:
-        return
-    for impl in registry.manager.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:
-            click.secho(
-                f"warning: plugin '{impl.plugin_name}' failed to add commands: {exc}",
-                fg="yellow",
-                err=True,
-            )
+    for _, name, command in plugin_commands(get_registry())[0]:
+        cli.add_command(command, name)
 
 
 def main(args: list[str] | None = None) -> Any:
-    _add_plugin_commands()
     return cli.main(args=args if args is not None else sys.argv[1:], prog_name="ecap")

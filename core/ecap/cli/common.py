@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from ..cli_api import json_option as json_option  # shared with plugin commands
 from ..cli_api import store_option as store_option
 from .tables import print_table
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console()
+
+
+@functools.cache
+def console() -> Console:
+    """The terminal the commands print tables and trees to, made on first use: importing rich
+    costs a fifth of what ``ecap --help`` may take, and many commands never print through it."""
+    from rich.console import Console
+
+    return Console()
+
+
+class LazyChoice(click.Choice):
+    """A :class:`click.Choice` whose choices are read when first needed (parsing the option or
+    showing its help), so that building the command line does not import the module that defines
+    them (the plugin kinds, the record types: pydantic and the interfaces)."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        # click.Choice.__init__ would read the choices now; everything else it sets is this.
+        self._load = load
+        self.case_sensitive = True
+
+    @functools.cached_property
+    def choices(self) -> Sequence[str]:  # type: ignore[override]
+        return tuple(self._load())
 
 
 def store_url(ref: str | None, spec_dir: Path | None = None) -> str:
@@ -66,4 +91,4 @@ def emit(
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    print_table(console, rows, columns, title)
+    print_table(console(), rows, columns, title)

@@ -6,11 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from ..errors import EcapError
-from ..interfaces import KINDS, PluginContext
-from ..plugins import get_registry
 from .common import console, open_store, store_option
 
 
@@ -43,6 +40,9 @@ def group(
     store_ref: str | None,
 ) -> None:
     """Export what STEP produced (JSONL, Parquet, Hugging Face datasets, or TRL's sft/dpo rows)."""
+    from ..interfaces import KINDS, PluginContext
+    from ..plugins import get_registry
+
     store = open_store(store_ref)
     step_run = store.latest_step_run(step_id, run_id)
     if step_run is None:
@@ -67,12 +67,14 @@ def group(
     config = {**_settings(settings), "path": target.name}
     exporter = info.cls(info.cls.Config.model_validate(config), context)
     result = exporter.export(items, step_run["step_key"])  # type: ignore[attr-defined]
-    console.print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")
+    console().print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")
 
 
 def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` options as config fields, each value read as YAML reads a spec's scalar
     (``0.1`` a number, ``true`` a boolean, anything else a string)."""
+    import yaml
+
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -167,12 +167,12 @@ def retune_report(
 
 def print_report(report: dict[str, Any]) -> None:
     current, new = report["current"], report["new"]
-    console.print(
+    console().print(
         f"[bold]{report['step']}[/bold] ({report['plugin']}, step run {report['step_run']}): "
         f"{report['scored']} scored rows, {report['changed']} decisions change"
     )
-    console.print(f"current rule: {_flow(current['rule'])}")
-    console.print(f"new rule:     {_flow(new['rule'])}")
+    console().print(f"current rule: {_flow(current['rule'])}")
+    console().print(f"new rule:     {_flow(new['rule'])}")
     categories = sorted(set(current["by_category"]) | set(new["by_category"]))
     rows = []
     for category in categories:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..executors import ExecutorConfig
-from ..spec import Spec, load_spec, preflight
 from .common import console, emit, json_option, store_url
 from .tables import note, samples
 
 if TYPE_CHECKING:
+    from ..executors import ExecutorConfig
+    from ..spec import Spec
     from ..store import Store
 
 
@@ -86,6 +86,7 @@ def run(
 ) -> None:
     """Run SPEC_PATH. Finished samples are served from the store; a killed run resumes."""
     from ..runner import Runner, RunOptions, interrupted_by_signals
+    from ..spec import load_spec, preflight
 
     spec = load_spec(spec_path)
     preflight(spec)
@@ -135,13 +136,13 @@ def run(
             columns=["step", "status", "samples", "note"],
             title=f"run {result.run_id}: {result.status}",
         )
-        console.print(f"store: {store.redacted_url}")
+        console().print(f"store: {store.redacted_url}")
         failed = sum((o.counts or {}).get("failed", 0) for o in result.steps.values())
         if failed or result.status == "failed":
             where = shlex.quote(store_ref or spec_path)
             what = f"{failed} sample{'s' if failed != 1 else ''} failed" if failed else "It failed"
-            console.print(f"{what}; see why with:", markup=False)
-            console.print(f"  ecap runs show {result.run_id} --store {where}", markup=False)
+            console().print(f"{what}; see why with:", markup=False)
+            console().print(f"  ecap runs show {result.run_id} --store {where}", markup=False)
     if result.status == "failed":
         raise SystemExit(1)
 
@@ -150,6 +151,8 @@ def _executor(spec: Spec, executor_type: str | None, address: str | None) -> Exe
     """The spec's ``executor:`` with the command line's ``--executor``/``--address`` over it."""
     if executor_type is None and address is None:
         return spec.executor
+    from ..executors import ExecutorConfig
+
     base = spec.executor or ExecutorConfig()
     changes: dict[str, Any] = {"type": executor_type or ("ray" if address else base.type)}
     if address is not None:
@@ -161,6 +164,8 @@ def _executor(spec: Spec, executor_type: str | None, address: str | None) -> Exe
 @click.argument("spec_path", type=click.Path(dir_okay=False))
 def validate(spec_path: str) -> None:
     """Check SPEC_PATH (plugins, configs, graph, input files) without running anything."""
+    from ..spec import load_spec, preflight
+
     spec = load_spec(spec_path)
     preflight(spec)
     click.echo(f"{spec_path}: ok ({len(spec.steps)} steps: {' -> '.join(spec.order())})")
@@ -174,6 +179,7 @@ def validate(spec_path: str) -> None:
 def plan(spec_path: str, store_ref: str | None, limit: int | None, as_json: bool) -> None:
     """Show what a run would do: per step, how many samples are cached and how many would run."""
     from ..planner import plan_spec
+    from ..spec import load_spec
 
     spec = load_spec(spec_path)
     rows: list[dict[str, Any]] = plan_spec(spec, _store_for(spec, store_ref), limit)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from ..errors import PluginError, did_you_mean
-from ..interfaces import KINDS
-from ..plugins import get_registry
-from .common import console, emit, json_option
+from .common import LazyChoice, console, emit, json_option
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
+
+    from ..plugins import Registry
+
+
+def _kinds() -> list[str]:
+    from ..interfaces import KINDS
+
+    return sorted(KINDS)
 
 
 @click.group("plugins")
@@ -26,7 +34,14 @@ def group() -> None:
 def list_plugins(as_json: bool) -> None:
     """Every registered plugin with its kind and what it does (``--json``: version and package
     too), and any broken ones."""
-    registry = get_registry()
+    from .plugin_cache import snapshot
+
+    rows = snapshot().plugins
+    emit(rows, as_json, columns=["kind", "name", "description"], title="ecap plugins")
+
+
+def plugin_rows(registry: Registry) -> list[dict[str, str]]:
+    """The rows of ``ecap plugins list``: every plugin, then conflicts, then broken ones."""
     rows = [
         {
             "kind": info.kind,
@@ -60,7 +75,7 @@ def list_plugins(as_json: bool) -> None:
         }
         for b in registry.broken
     ]
-    emit(rows, as_json, columns=["kind", "name", "description"], title="ecap plugins")
+    return rows
 
 
 def summary(cls: type) -> str:
@@ -84,13 +99,15 @@ def summary(cls: type) -> str:
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(sorted(KINDS)),
+    type=LazyChoice(_kinds),
     default=None,
     help="Needed only when several kinds share NAME.",
 )
 @json_option
 def show(name: str, kind: str | None, as_json: bool) -> None:
     """NAME's config schema: the fields its ``with:`` block takes."""
+    from ..plugins import get_registry
+
     registry = get_registry()
     kinds = [kind] if kind else sorted({k for (k, n) in registry.plugins if n == name})
     if not kinds:
@@ -114,12 +131,12 @@ def show(name: str, kind: str | None, as_json: bool) -> None:
             )
         )
         return
-    console.print(
+    console().print(
         f"[bold]{info.kind} plugin '{info.name}'[/bold] "
         f"({info.package} {info.version}, {info.cls.__module__}.{info.cls.__name__})"
     )
     if info.cls.__doc__:
-        console.print(inspect.cleandoc(info.cls.__doc__), markup=False, highlight=False)
+        console().print(inspect.cleandoc(info.cls.__doc__), markup=False, highlight=False)
     fields = info.cls.Config.model_fields
     order = _declared_order(info.cls.Config)
     rows = [
@@ -157,6 +174,8 @@ def _default(field: FieldInfo) -> str:
         return "(required)"
     if field.default_factory is None:
         return json.dumps(field.default, default=str)
+    from pydantic import BaseModel
+
     value = field.default_factory()  # type: ignore[call-arg]
     text = json.dumps(value.model_dump() if isinstance(value, BaseModel) else value, default=str)
     return text if len(text) <= 40 else "(built in; see --json)"
@@ -165,6 +184,8 @@ def _default(field: FieldInfo) -> str:
 @group.command()
 def doctor() -> None:
     """Explain every plugin that failed to load or is registered twice; exit 1 if any."""
+    from ..plugins import get_registry
+
     registry = get_registry()
     for broken in registry.broken:
         click.secho(
@@ -195,6 +216,8 @@ def doctor() -> None:
 )
 def schema(as_json: bool) -> None:
     """JSON Schema of pipeline specs, for editor completion and validation."""
+    from ..interfaces import KINDS
+    from ..plugins import get_registry
     from ..spec import StepOptions
 
     registry = get_registry()

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.tree import Tree
 
-from ..records import RECORD_TYPES
-from .common import console, emit, json_option, open_store, store_option
+from .common import LazyChoice, console, emit, json_option, open_store, store_option
 from .tables import cell
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
+
+
+def _record_types() -> list[str]:
+    from ..records import RECORD_TYPES
+
+    return sorted(RECORD_TYPES)
 
 
 @click.group("provenance")
@@ -25,6 +32,8 @@ def group() -> None:
 @json_option
 def show(record_id: str, store_ref: str | None, depth: int, as_json: bool) -> None:
     """Walk RECORD_ID (or a unique prefix) back to its origins and forward to every use."""
+    from rich.tree import Tree
+
     from .. import provenance
 
     node = provenance.walk(open_store(store_ref), record_id, depth)
@@ -33,7 +42,7 @@ def show(record_id: str, store_ref: str | None, depth: int, as_json: bool) -> No
         return
     tree = Tree(_label(node))
     _grow(tree, node)
-    console.print(tree)
+    console().print(tree)
 
 
 #: How each W3C PROV edge reads, by side: a record's own edges point to its origins; other
@@ -103,7 +112,7 @@ def _label(node: dict[str, Any]) -> str:
 @click.option(
     "--type",
     "record_type",
-    type=click.Choice(sorted(RECORD_TYPES)),
+    type=LazyChoice(_record_types),
     default="instruction",
     show_default=True,
 )

@@ -57,12 +57,12 @@ def show(run_id: str | None, store_ref: str | None, as_json: bool) -> None:
             )
         )
         return
-    console.print(
+    console().print(
         f"[bold]run {run['id']}[/bold] {run['name']}: {run['status']} "
         f"(spec {run['spec_path']}, ecap {run['ecap_version']})"
     )
     if run["error"]:
-        console.print(f"[red]{run['error']}[/red]")
+        console().print(f"[red]{run['error']}[/red]")
     emit(
         [
             {
@@ -79,10 +79,10 @@ def show(run_id: str | None, store_ref: str | None, as_json: bool) -> None:
     )
     if failures:
         # A list, not a table: the message is what the reader needs, and it is long.
-        console.print(f"[bold]{len(failures)} failed samples[/bold]")
+        console().print(f"[bold]{len(failures)} failed samples[/bold]")
         inputs = short_ids([f["input_key"] for f in failures])
         for f in failures:
-            console.print(
+            console().print(
                 f"- {f['step_id']} (input {inputs[f['input_key']]}): "
                 f"{f['error_type']}: {f['message']}",
                 markup=False,

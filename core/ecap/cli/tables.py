@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Columns that hold record, run or step ids (or cache keys).
 ID_COLUMN = re.compile(r"^(id|run|step_key|.*_id)$")
@@ -96,6 +96,8 @@ def print_table(
         ]
         for row in rows
     ]
+    from rich.table import Table
+
     widths = _fit(console.width, columns, cells, fixed=set(shortened))
     table = Table(title=title)
     for column, width in zip(columns, widths, strict=True):

@@ -22,10 +22,50 @@ curves, the shapes plugin failure-mode rates; any plugin adds more with the
 
 from __future__ import annotations
 
-from .query import UNKNOWN, Rubric, ScoreFact, VerdictFact
-from .sections import ReportContext, ReportOptions, ReportSection, build_report, split_label
-from .stats import Stat
-from .table import Chart, Column, Report, Row, Table
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .query import UNKNOWN, Rubric, ScoreFact, VerdictFact
+    from .sections import (
+        ReportContext,
+        ReportOptions,
+        ReportSection,
+        build_report,
+        split_label,
+    )
+    from .stats import Stat
+    from .table import Chart, Column, Report, Row, Table
+
+#: Where each public name lives. They are imported on first use (PEP 562), so that importing
+#: :mod:`ecap.report.command` to build the ``ecap`` command line loads no statistics.
+_HOMES = {
+    "UNKNOWN": "query",
+    "Rubric": "query",
+    "ScoreFact": "query",
+    "VerdictFact": "query",
+    "ReportContext": "sections",
+    "ReportOptions": "sections",
+    "ReportSection": "sections",
+    "build_report": "sections",
+    "split_label": "sections",
+    "Stat": "stats",
+    "Chart": "table",
+    "Column": "table",
+    "Report": "table",
+    "Row": "table",
+    "Table": "table",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "UNKNOWN",

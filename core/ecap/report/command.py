@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..cli_api import handle_errors, json_option, open_store, store_option
-from .sections import HumanPolicy, ReportOptions, build_report
+
+if TYPE_CHECKING:
+    from .sections import HumanPolicy
 
 
 @click.command("report")
@@ -103,6 +106,7 @@ def report_command(
     Runs and steps may be labelled for the ablation table: --run "SFT only=01J9Z...".
     """
     from .render import RENDERERS, render_json
+    from .sections import ReportOptions, build_report
 
     if fmt == "html" and output is None and not as_json and sys.stdout.isatty():
         raise click.UsageError("an HTML report needs -o FILE (or redirect standard output)")

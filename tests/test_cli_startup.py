@@ -1,0 +1,159 @@
+"""``ecap`` answers without loading what the command does not use: ``ecap --help`` imports no
+plugin, a plugin's command loads only its own plugin when invoked, and reading a store at the
+newest schema imports no Alembic. What the command line knows of the plugins between runs is
+cached, and the cache follows every change to what it was built from.
+
+Each check runs ``ecap`` in a fresh interpreter (what a user's shell does) and looks at
+``sys.modules`` there; none times anything (``benchmarks/cli_startup.py`` does)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ecap.cli import cli
+
+HELLO = '''
+import click
+from ecap.hookspecs import hookimpl
+
+
+@click.command("hello")
+@click.option("--name", default="world")
+def hello(name):
+    """{help}"""
+    click.echo(f"hello {{name}}")
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(hello)
+'''
+
+
+def install(site: Path, module: str, source: str) -> None:
+    """A minimal installed distribution named after ``module``, registering it as an entry point."""
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[ecap]\n{module} = {module}\n")
+    (info / "RECORD").write_text("")
+
+
+def ecap(site: Path, cache: Path, *args: str) -> tuple[str, list[str]]:
+    """Run ``ecap ARGS`` in a fresh interpreter: its output, and which of the modules a start-up
+    should not need it had imported by the end."""
+    probe = (
+        "import sys\n"
+        "from ecap.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r})\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "watched = ('pydantic', 'sqlalchemy', 'alembic', 'rich', 'ecap.interfaces')\n"
+        "loaded = [m for m in sys.modules if m.startswith(('ecap_', 'hello_')) or m in watched]\n"
+        "print('LOADED', sorted(loaded))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(site), "ECAP_CACHE_DIR": str(cache)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=environment, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    output, _, loaded = done.stdout.rpartition("LOADED ")
+    return output, json.loads(loaded.replace("'", '"'))
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "hello_plugin", HELLO.format(help="Say hello from a plugin."))
+    return site
+
+
+def test_help_lists_a_plugin_command_without_importing_any_plugin(site: Path, tmp_path: Path):
+    first, _ = ecap(site, tmp_path / "cache", "--help")  # learns the plugins' commands, once
+    output, loaded = ecap(site, tmp_path / "cache", "--help")
+    assert output == first
+    assert "hello        Say hello from a plugin." in output
+    assert "view " in output and "labelstudio " in output  # the built-in plugins' commands too
+    assert loaded == []  # no plugin, and none of pydantic, SQLAlchemy, rich
+
+
+def test_a_plugin_command_loads_only_its_own_plugin_when_invoked(site: Path, tmp_path: Path):
+    ecap(site, tmp_path / "cache", "--help")
+    output, loaded = ecap(site, tmp_path / "cache", "hello", "--name", "ecap")
+    assert output == "hello ecap\n"
+    assert [m for m in loaded if m.startswith(("ecap_", "hello_"))] == ["hello_plugin"]
+
+    usage, _ = ecap(site, tmp_path / "cache", "hello", "--help")
+    assert "Say hello from a plugin." in usage and "--name TEXT" in usage
+
+
+def test_the_cache_follows_a_change_to_a_plugin(site: Path, tmp_path: Path):
+    ecap(site, tmp_path / "cache", "--help")
+    install(site, "hello_plugin", HELLO.format(help="Greet someone, revised."))
+    output, _ = ecap(site, tmp_path / "cache", "--help")
+    assert "Greet someone, revised." in output
+
+    install(site, "hello_more", HELLO.format(help="Another.").replace('"hello"', '"hi"'))
+    output, _ = ecap(site, tmp_path / "cache", "--help")
+    assert "hi           Another." in output
+
+
+def test_plugins_list_reads_the_cache_and_matches_a_fresh_build(site: Path, tmp_path: Path):
+    fresh, loaded_fresh = ecap(site, tmp_path / "cache", "plugins", "list", "--json")
+    cached, loaded = ecap(site, tmp_path / "cache", "plugins", "list", "--json")
+    assert cached == fresh
+    assert "ecap_csv" in loaded_fresh and not [m for m in loaded if m.startswith("ecap_")]
+    assert any(row["name"] == "csv" and row["status"] == "ok" for row in json.loads(cached))
+
+
+def test_a_broken_plugin_is_never_cached(site: Path, tmp_path: Path):
+    (site / "hello_plugin.py").write_text("raise RuntimeError('broken on purpose')\n")
+    for _ in range(2):  # reported by every run, not only by the one that found it
+        output, _ = ecap(site, tmp_path / "cache", "plugins", "list", "--json")
+        rows = {row["name"]: row for row in json.loads(output)}
+        assert rows["hello_plugin"]["status"] == "broken: RuntimeError: broken on purpose"
+    assert not list((tmp_path / "cache").glob("*.json"))
+
+
+def test_reading_a_store_at_the_newest_schema_imports_no_alembic(tmp_path: Path):
+    from ecap.store import Store
+
+    url = f"sqlite:///{tmp_path / 'ecap.db'}"
+    Store(url).close()
+    probe = (
+        "import sys\n"
+        "from ecap.store import Store\n"
+        f"Store({url!r}, read_only=True).runs(5)\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_the_declared_head_revision_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    from ecap.store import migrate
+
+    scripts = ScriptDirectory(str(migrate.MIGRATIONS))
+    assert scripts.get_current_head() == migrate.HEAD_REVISION
+
+
+def test_choices_read_late_still_refuse_an_unknown_value():
+    refused = CliRunner().invoke(cli, ["provenance", "query", "--type", "bogus"])
+    assert refused.exit_code == 2
+    assert "'bogus' is not one of" in refused.output and "'instruction'" in refused.output
+
+    usage = CliRunner().invoke(cli, ["plugins", "show", "--help"]).output
+    assert "--kind [annotate|caption|export|filter|judge|source|train]" in usage
