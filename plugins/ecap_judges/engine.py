@@ -6,9 +6,10 @@ job; everything else lives here, so every judge follows the same rules:
 - each axis is a separate call with both images, the structured reference and the instruction;
 - before a call, the store's call log is asked for an identical earlier answer; after it, the
   answer is written at once, so a killed step re-sends only what had not come back;
-- at most ``max_concurrent_calls`` calls are in flight, within ``requests_per_minute`` and
-  ``tokens_per_minute``; failed calls are retried with exponential backoff and jitter, waiting at
-  least what the server's Retry-After asks;
+- at most ``max_concurrent_calls`` calls are in flight, started at a smooth pace within
+  ``requests_per_minute`` and ``tokens_per_minute`` and within what the provider states or its
+  429s reveal (:mod:`ecap.providers.limits`); failed calls are retried with exponential backoff
+  and jitter, waiting at least what the server's Retry-After asks;
 - an answer that cannot be parsed is asked again (``parse_attempts``) and otherwise fails that
   sample with the reason: a score is never guessed;
 - with ``batch: true`` requests go through the provider's batch API; job ids are stored before
@@ -31,8 +32,9 @@ from ecap.calls import CallLog, CallRecord, request_hash
 from ecap.images import ImageReadError, prepare_image
 from ecap.interfaces import Judge, transport_field
 from ecap.providers import HostedEndpoint
+from ecap.providers.limits import PacedCaller, Pacer
 from ecap.records import Item, Reference, SampleError, Verdict
-from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens
+from ecap.remote import RemotePolicy, Reply, estimate_tokens
 
 from .prompts import SYSTEM, default_rubric
 from .rubric import Axis, Rubric, Scoring, UnparsableAnswer, format_reference
@@ -166,12 +168,16 @@ class RubricJudge(Judge):
     def __init__(self, config: RubricJudgeConfig, context: Any) -> None:
         super().__init__(config, context)
         self._provider: Provider | None = None
-        self._caller = RemoteCaller(config)
+        #: Paces the calls within the provider's rate limits; the provider tells it what the
+        #: answers say about them.
+        self.pacer = Pacer(config.requests_per_minute, config.tokens_per_minute)
+        self._caller = PacedCaller(config, self.pacer)
         self._schemas: dict[str, dict[str, Any]] = {}
 
     @abstractmethod
     def make_provider(self) -> Provider:
-        """Build the provider (imports its SDK)."""
+        """Build the provider (imports its SDK); it reports rate-limit signals to
+        :attr:`pacer`."""
 
     @property
     def provider(self) -> Provider:

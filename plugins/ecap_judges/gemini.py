@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from ecap.providers import gemini, two_image_layout
+from ecap.providers.limits import Pacer
 from ecap.remote import Reply
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
@@ -34,7 +35,8 @@ class GeminiProvider(Provider):
     name = "gemini"
     standard_key: ClassVar[tuple[str, ...]] = gemini.STANDARD_KEY
 
-    def __init__(self, config: GeminiJudgeConfig) -> None:
+    def __init__(self, config: GeminiJudgeConfig, pacer: Pacer | None = None) -> None:
+        self.pacer = pacer
         self.gemini = gemini.connect(
             config, timeout=config.timeout, api_version=config.api_version, plugin=PLUGIN
         )
@@ -60,7 +62,7 @@ class GeminiProvider(Provider):
 
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
         return await self.gemini.generate(
-            request.model, self._contents(request), self._config(request)
+            request.model, self._contents(request), self._config(request), self.pacer
         )
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
@@ -114,7 +116,7 @@ class GeminiJudge(RubricJudge):
     config: GeminiJudgeConfig
 
     def make_provider(self) -> Provider:
-        return GeminiProvider(self.config)
+        return GeminiProvider(self.config, self.pacer)
 
 
 __all__ = ["GeminiJudge", "GeminiJudgeConfig"]

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from ecap.providers import data_uri, openai, two_image_content
+from ecap.providers.limits import Pacer
 from ecap.remote import Reply, Retryable
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
@@ -36,8 +37,9 @@ class OpenAIJudgeConfig(RubricJudgeConfig):
 class OpenAIProvider(Provider):
     name = "openai"
 
-    def __init__(self, config: OpenAIJudgeConfig) -> None:
+    def __init__(self, config: OpenAIJudgeConfig, pacer: Pacer | None = None) -> None:
         self.config = config
+        self.pacer = pacer
         self.client = openai.make_client(config, timeout=config.timeout, plugin=PLUGIN)
         self.sync_client = openai.make_client(
             config, timeout=config.timeout, plugin=PLUGIN, sync=True
@@ -65,7 +67,9 @@ class OpenAIProvider(Provider):
         return {**body, **self.config.extra_body}
 
     async def send(self, request: JudgeRequest, timeout: float) -> Reply:
-        return await openai.post_chat_completion(self.client, self.body(request), PLUGIN)
+        return await openai.post_chat_completion(
+            self.client, self.body(request), PLUGIN, self.pacer
+        )
 
     def submit_batch(self, requests: Sequence[tuple[str, JudgeRequest]]) -> str:
         lines = "".join(
@@ -132,4 +136,4 @@ class OpenAIJudge(RubricJudge):
     config: OpenAIJudgeConfig
 
     def make_provider(self) -> Provider:
-        return OpenAIProvider(self.config)
+        return OpenAIProvider(self.config, self.pacer)

@@ -5,12 +5,13 @@ the SDK at another endpoint (a proxy, or ecap.testing's fake server)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..interfaces import require
-from ..remote import Reply, transient_failures
+from ..remote import Reply, retry_after, transient_failures
 from . import HostedEndpoint
+from .limits import Pacer, google_signal, refused
 
 #: Where the key of Google's own API is read from when ``api_key`` is unset (the SDK's order).
 STANDARD_KEY = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -37,13 +38,24 @@ class Gemini:
         ]
         return [types.Content(role="user", parts=parts)]
 
-    async def generate(self, model: str, contents: Any, config: Any) -> Reply:
+    async def generate(
+        self, model: str, contents: Any, config: Any, pacer: Pacer | None = None
+    ) -> Reply:
         """One ``generateContent`` call; transient failures become
-        :class:`~ecap.remote.Retryable`."""
+        :class:`~ecap.remote.Retryable`, a 429 :class:`~ecap.providers.limits.RateLimited` with
+        what its body says (the per-minute quota, ``RetryInfo``), told to ``pacer``."""
         with transient_failures(self.errors.APIError, lambda exc: exc.code):
-            response = await self.client.aio.models.generate_content(
-                model=model, contents=contents, config=config
-            )
+            try:
+                response = await self.client.aio.models.generate_content(
+                    model=model, contents=contents, config=config
+                )
+            except self.errors.APIError as exc:
+                if exc.code != 429:
+                    raise
+                signal = google_signal(exc.details)
+                if signal.wait is None:  # a proxy may say it in a header instead
+                    signal = replace(signal, wait=retry_after(exc.response))
+                raise refused(signal, exc, pacer) from exc
         return reply(response)
 
 

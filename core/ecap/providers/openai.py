@@ -9,12 +9,15 @@ from typing import Any, Literal
 from ..interfaces import require
 from ..remote import Reply, Retryable, transient_failures
 from . import HostedEndpoint
+from .limits import Pacer, header_signal, refused
 
 #: Where the key of OpenAI's own API is read from when ``api_key`` is unset.
 STANDARD_KEY = ("OPENAI_API_KEY",)
 EXTRA = "api"
 
 JsonMode = Literal["json_schema", "json_object", "none"]
+#: Request options that make the SDK hand back the raw answer: its headers and then its body.
+_RAW_RESPONSE = {"headers": {"X-Stainless-Raw-Response": "true"}}
 
 
 def sdk(plugin: str) -> Any:
@@ -51,15 +54,27 @@ def response_format(schema: dict[str, Any] | None, mode: JsonMode) -> dict[str, 
     }
 
 
-async def post_chat_completion(client: Any, body: dict[str, Any], plugin: str) -> Reply:
+async def post_chat_completion(
+    client: Any, body: dict[str, Any], plugin: str, pacer: Pacer | None = None
+) -> Reply:
     """POST ``/chat/completions`` with the body exactly as built, and read the answer.
 
     The SDK's typed ``chat.completions.create`` re-validates every nested part of a body, which
     costs several milliseconds of CPU per call: more than everything else a call does here.
+    With a ``pacer``, the rate-limit headers of the answer (or of its 429) are passed to it; a
+    429 raises :class:`~ecap.providers.limits.RateLimited` either way.
     """
     openai = sdk(plugin)
     with transient_failures(openai.APIStatusError, lambda exc: exc.status_code):
-        response = await client.post("/chat/completions", body=body, cast_to=object)
+        try:
+            raw = await client.post(
+                "/chat/completions", body=body, cast_to=object, options=_RAW_RESPONSE
+            )
+        except openai.RateLimitError as exc:
+            raise refused(header_signal(exc.response.headers, refused=True), exc, pacer) from exc
+        if pacer is not None:
+            pacer.observe(header_signal(raw.headers))
+        response = raw.parse()  # a garbled body is transient, like a dropped connection
     if not isinstance(response, dict):  # a body that is not JSON comes back as text
         raise Retryable(f"the answer is not JSON: {str(response)[:80]!r}")
     return reply(response)

@@ -8,8 +8,10 @@ Point the real ``google-genai`` and ``openai`` SDKs (sync or async) at it and th
         gemini = genai.Client(api_key="fake", http_options={"base_url": server.url})
         openai = OpenAI(api_key="sk-fake", base_url=server.openai_base_url)  # server.url + "/v1"
         server.inject(429, retry_after=1.5)      # the next model call gets a 429 with Retry-After
+        server.limit_requests(RateLimit(120, window=5))  # at most 10 calls in any 5 s, then 429s
         ...
         server.count(provider="openai")          # model calls that reached the responder
+        server.rate_limited(provider="openai")   # calls refused for the rate limit
 
 What it serves (stdlib only; bound to 127.0.0.1 on a free port):
 
@@ -31,6 +33,11 @@ Faults queued with :meth:`FakeLLMServer.inject` are consumed one per online mode
 (``generateContent`` / ``chat/completions``, streamed or not), in order; batch lines never take
 faults (use a responder raising :class:`LLMError` to fail single batch lines).
 
+A :class:`RateLimit` (``rate_limit=`` or :meth:`FakeLLMServer.limit_requests`) refuses online
+model calls over N a minute with each provider's real 429 (OpenAI: ``x-ratelimit-*`` headers and
+``retry-after``; Gemini: ``RESOURCE_EXHAUSTED`` with ``QuotaFailure`` and ``RetryInfo``); see
+:mod:`.ratelimit` for the window's semantics.
+
 Batch jobs advance on status reads: the first ``batch_polls`` reads report an unfinished state
 (Gemini ``BATCH_STATE_PENDING`` then ``BATCH_STATE_RUNNING``; OpenAI ``in_progress`` after
 ``validating`` at creation), the next read runs every line through the responder and reports
@@ -38,9 +45,10 @@ success. ``batch_seconds`` additionally holds completion until that long after c
 OpenAI output lines are shuffled (seeded by ``seed``); Gemini output lines keep input order.
 
 The modules: :mod:`.common` (request and answer types, the default responder, HTTP plumbing),
-:mod:`.faults` (injected faults), :mod:`.gemini` and :mod:`.openai` (one protocol each) and
-:mod:`.server` (:class:`FakeLLMServer`, both on one port). Nothing here is imported by
-``import ecap.testing``; the ``fake_llm_server`` fixture imports it when a test asks for it.
+:mod:`.faults` (injected faults), :mod:`.ratelimit` (requests a minute), :mod:`.gemini` and
+:mod:`.openai` (one protocol each) and :mod:`.server` (:class:`FakeLLMServer`, both on one
+port). Nothing here is imported by ``import ecap.testing``; the ``fake_llm_server`` fixture
+imports it when a test asks for it.
 """
 
 from .common import (
@@ -52,6 +60,7 @@ from .common import (
     example_for_schema,
 )
 from .faults import FAULTS, Fault
+from .ratelimit import RateLimit
 from .server import FakeLLMServer
 
 __all__ = [
@@ -61,6 +70,7 @@ __all__ = [
     "LLMError",
     "LLMReply",
     "LLMRequest",
+    "RateLimit",
     "RecordedRequest",
     "default_responder",
     "example_for_schema",

@@ -25,7 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from .faults import Fault
+    from .ratelimit import RateLimit
     from .server import FakeLLMServer
 
 Provider = Literal["gemini", "openai"]
@@ -434,12 +437,14 @@ class ServerBase(ABC):
         batch_seconds: float = 0.0,
         api_key: str | None = None,
         seed: int = 0,
+        rate_limit: RateLimit | None = None,
     ):
         self.responder: Responder = responder or default_responder
         self.latency = latency
         self.batch_polls = batch_polls
         self.batch_seconds = batch_seconds
         self.api_key = api_key
+        self.rate_limit = rate_limit
         self.requests: list[RecordedRequest] = []
         self.calls: list[LLMRequest] = []
         self.errors: list[str] = []
@@ -450,6 +455,8 @@ class ServerBase(ABC):
         self._faults: list[Fault] = []
         self._counts: dict[tuple[str, str], int] = {}
         self._fault_counts: dict[tuple[str, str], int] = {}
+        self._windows: dict[str, deque[float]] = {}  # admission times, per provider
+        self._refusals: dict[str, int] = {}  # 429s for the rate limit, per provider
         self._in_flight = 0
         self._max_in_flight = 0
         self._files: dict[str, _StoredFile] = {}

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .common import LLMError, LLMReply, LLMRequest, Provider, ServerBase, _Reply, chatty
+from .common import LLMError, LLMReply, LLMRequest, Provider, _Reply, chatty
+from .ratelimit import RateLimiting
 
 FAULTS = ("slow", "truncated", "malformed", "disconnect")
 
@@ -27,8 +28,9 @@ class Fault:
         return str(self.kind)
 
 
-class FaultInjection(ServerBase):
-    """The fault queue, and the online model call that applies the next fault and the latency."""
+class FaultInjection(RateLimiting):
+    """The fault queue, and the online model call that applies the rate limit, the next fault
+    and the latency."""
 
     def inject(
         self,
@@ -94,7 +96,21 @@ class FaultInjection(ServerBase):
         request: LLMRequest,
         render: Callable[[LLMReply], _Reply],
     ) -> _Reply:
-        """Apply the next fault and the latency around one online model call."""
+        """Apply the rate limit, the next fault and the latency around one online model call. A
+        call refused for the rate limit is answered at once and takes no fault."""
+        admission = self._admit(request.provider)
+        if admission is not None and not admission.admitted:
+            return self._refusal(request.provider, request.model, admission)
+        out = self._faulted_call(request, render)
+        if admission is not None:
+            out.headers.update(self._limit_headers(request.provider, admission))
+        return out
+
+    def _faulted_call(
+        self,
+        request: LLMRequest,
+        render: Callable[[LLMReply], _Reply],
+    ) -> _Reply:
         fault = self._take_fault(request.provider)
         with self._lock:
             self._in_flight += 1

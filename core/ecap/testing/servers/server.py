@@ -55,6 +55,10 @@ class FakeLLMServer(GeminiProtocol, OpenAIProtocol):
             ``Authorization: Bearer``) are refused as the real services do (Gemini: 400
             ``API key not valid``; OpenAI: 401).
         seed: seeds the shuffling of OpenAI batch output lines.
+        rate_limit: a :class:`~ecap.testing.servers.RateLimit` (requests a minute over a sliding
+            window) enforced on online model calls with the providers' real 429s and headers;
+            :meth:`limit_requests` changes it on a running server, :meth:`rate_limited` counts
+            the refusals.
     """
 
     def start(self) -> FakeLLMServer:
@@ -137,8 +141,8 @@ class FakeLLMServer(GeminiProtocol, OpenAIProtocol):
             self._finish_batch(batch)
 
     def reset(self) -> None:
-        """Forget requests, calls, counters, faults, files, batches and errors; keep the port,
-        responder and settings."""
+        """Forget requests, calls, counters, faults, rate-limit windows, files, batches and errors;
+        keep the port, responder and settings."""
         with self._lock:
             self.requests.clear()
             self.calls.clear()
@@ -146,6 +150,8 @@ class FakeLLMServer(GeminiProtocol, OpenAIProtocol):
             self._faults.clear()
             self._counts.clear()
             self._fault_counts.clear()
+            self._windows.clear()
+            self._refusals.clear()
             self._max_in_flight = 0
             self._files.clear()
             self._uploads.clear()
