@@ -18,7 +18,7 @@ from ..errors import EcapError, RunInterrupted, SpecError
 from ..logs import configure
 from ..report.command import report_command
 from ..secrets import register_environment, scrub
-from . import db, export, init, pipeline, plugins, provenance, runs, testing
+from . import dataset, db, export, init, pipeline, plugins, provenance, runs, testing
 from . import filter as filter_cli
 from .plugin_cache import PluginCommand, Snapshot, load_command, plugin_commands, snapshot
 
@@ -125,7 +125,7 @@ def cli(ctx: click.Context, log_json: bool, verbose: bool) -> None:
     configure(json_lines=log_json or None, level=logging.INFO if verbose else logging.WARNING)
 
 
-for module in (init, pipeline, plugins, runs, provenance, export, db, testing, filter_cli):
+for module in (init, pipeline, plugins, runs, provenance, export, dataset, db, testing, filter_cli):
     cli.add_command(module.group)
 cli.add_command(plugins.schema)
 cli.add_command(report_command)

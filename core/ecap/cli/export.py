@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import EcapError
 from .common import console, open_store, store_option
+
+if TYPE_CHECKING:
+    from ..records import Item
+    from ..store import Store
 
 
 @click.command("export")
@@ -40,10 +44,20 @@ def group(
     store_ref: str | None,
 ) -> None:
     """Export what STEP produced (JSONL, Parquet, Hugging Face datasets, or TRL's sft/dpo rows)."""
-    from ..interfaces import KINDS, PluginContext
-    from ..plugins import get_registry
-
     store = open_store(store_ref)
+    step_run, items = per_sample_outputs(store, step_id, run_id)
+    exporter = exporter_for(fmt, Path(output).resolve(), settings_from(settings), store)
+    result = exporter.export(items, step_run["step_key"])
+    console().print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")
+
+
+def per_sample_outputs(
+    store: Store, step_id: str, run_id: str | None
+) -> tuple[dict[str, Any], list[Item]]:
+    """The latest run of ``step_id`` (in ``run_id`` if given) and its output items, or an error
+    saying why a step has none to export (it never ran, or it makes one model or file)."""
+    from ..interfaces import KINDS
+
     step_run = store.latest_step_run(step_id, run_id)
     if step_run is None:
         raise EcapError(f"no step '{step_id}' in {'run ' + run_id if run_id else 'any run'}")
@@ -55,22 +69,38 @@ def group(
             "its whole input, not per-sample outputs; export a per-sample step instead (a "
             "source, caption, filter, judge or annotate step), e.g. the one it reads from"
         )
-    items = store.step_outputs(step_run["step_key"])
+    return step_run, store.step_outputs(step_run["step_key"])
+
+
+def exporter_for(
+    fmt: str,
+    target: Path,
+    settings: dict[str, Any],
+    store: Store,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """The ``fmt`` exporter configured to write ``target``, with ``settings`` (from ``--with``)
+    and those of ``extra`` that its config has."""
+    from ..interfaces import PluginContext
+    from ..plugins import get_registry
+
     info = get_registry().get("export", fmt)
-    target = Path(output).resolve()
+    fields = info.cls.Config.model_fields
+    config = {
+        **{k: v for k, v in (extra or {}).items() if k in fields},
+        **settings,
+        "path": target.name,
+    }
     context = PluginContext(
-        step_id=f"export-{step_id}",
+        step_id=f"export-{target.stem}",
         base_dir=target.parent,
         work_dir=target.parent,
         records=store.records,  # an exporter may need records the items only name (dpo's texts)
     )
-    config = {**_settings(settings), "path": target.name}
-    exporter = info.cls(info.cls.Config.model_validate(config), context)
-    result = exporter.export(items, step_run["step_key"])  # type: ignore[attr-defined]
-    console().print(f"wrote {len(items)} items from step '{step_id}' to {result.uri}")
+    return info.cls(info.cls.Config.model_validate(config), context)
 
 
-def _settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+def settings_from(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` options as config fields, each value read as YAML reads a spec's scalar
     (``0.1`` a number, ``true`` a boolean, anything else a string)."""
     import yaml
