@@ -24,13 +24,16 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from types import TracebackType
 
 from .store import Store
 from .store.store import Holder
 
 LOGGER = logging.getLogger("ecap.claims")
+
+#: How many samples to claim next: a number, or a callable asked before each batch.
+BatchSize = int | Callable[[], int]
 
 
 class ClaimedWork:
@@ -87,18 +90,22 @@ class ClaimedWork:
         except Exception as error:  # never hide the exception that is leaving the block
             LOGGER.warning(f"could not release {len(left)} claims ({error}); they lapse instead")
 
-    def batches(self, cache_keys: Sequence[str], size: int) -> Iterator[list[str]]:
+    def batches(self, cache_keys: Sequence[str], size: BatchSize) -> Iterator[list[str]]:
         """Batches of at most ``size`` keys that this process now holds, until every key is
         either computed here or finished by another process (those end up in
         :attr:`finished_elsewhere`). Call :meth:`done` once a batch is saved. Claims are taken
-        one batch at a time, as the caller asks for the next, so other processes get the rest."""
+        one batch at a time, as the caller asks for the next, so other processes get the rest.
+        ``size`` may be a callable, asked before each batch (the runner grows the batches of
+        steps whose plugin is quick)."""
         for batch in self._schedule(cache_keys, size):
             if batch is None:
                 time.sleep(self.poll_seconds)
             else:
                 yield batch
 
-    async def abatches(self, cache_keys: Sequence[str], size: int) -> AsyncIterator[list[str]]:
+    async def abatches(
+        self, cache_keys: Sequence[str], size: BatchSize
+    ) -> AsyncIterator[list[str]]:
         """:meth:`batches` for an event loop: waiting for others does not block it."""
         for batch in self._schedule(cache_keys, size):
             if batch is None:
@@ -106,14 +113,18 @@ class ClaimedWork:
             else:
                 yield batch
 
-    def done(self, cache_keys: Sequence[str]) -> None:
-        """This process is through with ``cache_keys``: finished ones lost their claim when they
-        were saved; failed or skipped ones are released for another process to try."""
+    def done(self, cache_keys: Sequence[str], saved: Collection[str] = ()) -> None:
+        """This process is through with ``cache_keys``. Those in ``saved`` lost their claim in
+        the transaction that saved their result (:meth:`ecap.store.Store.save_batch`); the
+        others (failed, pending, or never computed) are released for another process to try.
+        A batch whose samples were all saved costs no transaction here."""
         with self._lock:
             self._held.difference_update(cache_keys)
-        self.store.release(cache_keys, self.holder)
+        left = [key for key in cache_keys if key not in saved]
+        if left:
+            self.store.release(left, self.holder)
 
-    def _schedule(self, cache_keys: Sequence[str], size: int) -> Iterator[list[str] | None]:
+    def _schedule(self, cache_keys: Sequence[str], size: BatchSize) -> Iterator[list[str] | None]:
         """Batches granted to this process, or ``None`` where every key left is held by another
         live process and the caller should wait ``poll_seconds`` before looking again."""
         queue = deque(dict.fromkeys(cache_keys))
@@ -129,7 +140,8 @@ class ClaimedWork:
                 queue.extend(held_elsewhere)  # released, or their holder's lease lapsed
                 held_elsewhere = []
                 continue
-            window = [queue.popleft() for _ in range(min(size, len(queue)))]
+            wanted = size() if callable(size) else size
+            window = [queue.popleft() for _ in range(min(wanted, len(queue)))]
             granted = self.store.claim(self.step_key, window, self.holder, self.lease_seconds)
             if granted:
                 with self._lock:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -113,14 +114,20 @@ class CsvSource(Source):
     Config = CsvSourceConfig
     config: CsvSourceConfig
 
-    @property
+    @functools.cached_property
     def file(self) -> Path:
+        """The file, resolved once per step (resolving walks every link of the path)."""
         return (self.context.base_dir / self.config.path).resolve()
 
-    @property
+    @functools.cached_property
     def images_root(self) -> Path:
         root = self.config.images_root
         return (self.context.base_dir / root).resolve() if root else self.file.parent
+
+    @functools.cached_property
+    def _images_prefix(self) -> str:
+        """``images_root`` as a string ending in a separator, to join image paths cheaply."""
+        return os.path.join(self.images_root, "")
 
     def check(self) -> list[str]:
         if not self.file.is_file():
@@ -190,9 +197,9 @@ class CsvSource(Source):
     def _stat(self, location: Any) -> list[int] | None:
         if not isinstance(location, str) or "://" in location:
             return None
-        try:
-            st = os.stat(self.images_root / location)
-        except OSError:
+        try:  # an absolute location replaces the root, as Path's / would
+            st = os.stat(location if os.path.isabs(location) else self._images_prefix + location)
+        except (OSError, ValueError):  # ValueError: a NUL byte in the path
             return None
         return [st.st_size, st.st_mtime_ns]
 

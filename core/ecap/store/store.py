@@ -13,7 +13,7 @@ import hashlib
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +57,42 @@ def _by_ids(record_type: str) -> Select[Any]:
     than running a primary-key lookup on SQLite."""
     table = RECORD_TABLES[record_type]
     return select(table).where(table.id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class _BulkInsert:
+    """An ``INSERT`` of many rows into one table, compiled once per dialect, whose rows go to the
+    driver's ``executemany`` with each column's bind processor applied (JSON serialised, SQLite
+    timestamps formatted) exactly as SQLAlchemy applies them: the rows stored are the same, minus
+    SQLAlchemy's cost of building a parameter set per row, which was most of a commit's time."""
+
+    sql: str
+    names: tuple[str, ...]  # the statement's parameters, in its order
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Any, columns: tuple[str, ...]) -> _BulkInsert:
+        """``statement`` (an insert into one table) for rows holding exactly ``columns``."""
+        compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+        names = tuple(compiled.positiontup) if compiled.positional else columns
+        if set(names) != set(columns):
+            raise ValueError(f"{statement.table.name}: parameters {names} are not {columns}")
+        types = {c.key: c.type for c in statement.table.columns}
+        processors = tuple(types[n].dialect_impl(dialect).bind_processor(dialect) for n in names)
+        return cls(compiled.string, names, processors, bool(compiled.positional))
+
+    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        plan = tuple(zip(self.names, self.processors, strict=True))
+        values = [
+            tuple(row[name] if fn is None else fn(row[name]) for name, fn in plan) for row in rows
+        ]
+        if not self.positional:
+            conn.exec_driver_sql(self.sql, [dict(zip(self.names, v, strict=True)) for v in values])
+        else:
+            conn.exec_driver_sql(self.sql, values)
 
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -138,6 +174,7 @@ class Store:
         self.read_only = read_only
         self.engine: Engine = connect.open_engine(url, self.redacted_url, read_only=read_only)
         self._writes = connect.writer(self.engine)
+        self._bulk_inserts: dict[tuple[str, str | None, tuple[str, ...]], _BulkInsert] = {}
         try:
             if read_only:
                 migrate.check_readable(self.engine, self.redacted_url)
@@ -336,15 +373,7 @@ class Store:
         edges = list(extra_edges)
         with self._writes.begin() as conn:
             for record_type, records in by_type.items():
-                table = RECORD_TABLES[record_type]
-                inserted = set(
-                    conn.execute(
-                        self._insert_ignoring_duplicates(table.__table__, "id").returning(  # type: ignore[attr-defined]
-                            table.id
-                        ),
-                        [record_row(r, step_run_id, now) for r in records.values()],
-                    ).scalars()
-                )
+                inserted = self._insert_new_records(conn, record_type, records, step_run_id, now)
                 edges.extend(
                     {
                         "src_type": r.record_type,
@@ -358,11 +387,11 @@ class Store:
                     if record_id in inserted
                     for e in r.lineage()
                 )
-            if edges:
-                conn.execute(insert(Edge), edges)
+            self._insert_rows(conn, Edge.__table__, edges)
             if finished:
-                conn.execute(
-                    self._insert_ignoring_duplicates(SampleResult.__table__, "cache_key"),
+                self._insert_rows(
+                    conn,
+                    SampleResult.__table__,
                     [
                         {
                             "cache_key": f.cache_key,
@@ -374,12 +403,14 @@ class Store:
                         }
                         for f in finished
                     ],
+                    keep_existing="cache_key",
                 )
                 for chunk in _chunks([f.cache_key for f in finished]):
                     conn.execute(delete(Claim).where(Claim.cache_key.in_(chunk)))
             if failed:
-                conn.execute(
-                    insert(SampleFailure),
+                self._insert_rows(
+                    conn,
+                    SampleFailure.__table__,
                     [
                         {
                             "step_run_id": step_run_id,
@@ -392,6 +423,56 @@ class Store:
                         for key, err in failed
                     ],
                 )
+
+    def _insert_new_records(
+        self,
+        conn: Connection,
+        record_type: str,
+        records: dict[str, Record],
+        step_run_id: str,
+        now: datetime,
+    ) -> set[str]:
+        """Insert the records not stored yet; returns the ids this call inserted."""
+        table = RECORD_TABLES[record_type]
+        if conn.dialect.name == "sqlite":
+            # This transaction holds SQLite's write lock (BEGIN IMMEDIATE) until it commits, so
+            # the ids not stored now are exactly the ones it inserts.
+            stored: set[str] = set()
+            for chunk in _chunks(list(records)):
+                stored.update(conn.execute(select(table.id).where(table.id.in_(chunk))).scalars())
+            fresh = [record for record_id, record in records.items() if record_id not in stored]
+            rows = [record_row(record, step_run_id, now) for record in fresh]
+            self._insert_rows(conn, table.__table__, rows)  # type: ignore[attr-defined]
+            return {record.id for record in fresh}
+        # Other writers commit meanwhile: the database says which rows this statement inserted.
+        statement = self._insert_ignoring_duplicates(table.__table__, "id")  # type: ignore[attr-defined]
+        rows = [record_row(record, step_run_id, now) for record in records.values()]
+        return set(conn.execute(statement.returning(table.id), rows).scalars())
+
+    def _insert_rows(
+        self,
+        conn: Connection,
+        table: Any,
+        rows: Sequence[dict[str, Any]],
+        *,
+        keep_existing: str | None = None,
+    ) -> None:
+        """Insert ``rows`` (dicts with the same keys) into ``table`` in one ``executemany``; with
+        ``keep_existing``, a row whose ``keep_existing`` column is stored already is skipped."""
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        cache_key = (table.name, keep_existing, columns)
+        bulk = self._bulk_inserts.get(cache_key)
+        if bulk is None:
+            statement = (
+                self._insert_ignoring_duplicates(table, keep_existing)
+                if keep_existing
+                else insert(table)
+            )
+            bulk = _BulkInsert.of(statement, self.engine.dialect, columns)
+            self._bulk_inserts[cache_key] = bulk
+        bulk.execute(conn, rows)
 
     def _insert_ignoring_duplicates(self, table: Any, key: str) -> Any:
         """``INSERT`` that keeps the row already stored under the same ``key``: pairs are
@@ -446,8 +527,9 @@ class Store:
                 if not free:
                     continue
                 conn.execute(delete(Claim).where(Claim.cache_key.in_(free)))
-                conn.execute(
-                    insert(Claim),
+                self._insert_rows(
+                    conn,
+                    Claim.__table__,
                     [
                         {
                             "cache_key": key,
