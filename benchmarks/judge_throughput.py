@@ -5,6 +5,7 @@ Run from the repository root (needs the ``judges`` extra; no network, no GPU)::
     python benchmarks/judge_throughput.py                    # 1,200 calls, 200 ms, concurrency 32
     python benchmarks/judge_throughput.py --provider gemini  # or openai (default), or both
     python benchmarks/judge_throughput.py --calls 300 --latency 0.05    # a quick smoke run
+    python benchmarks/judge_throughput.py --provider both --rate-limit 3000  # rate-limited mode
 
 A local fake server (``ecap.testing.FakeLLMServer``, in a process of its own like any real API)
 answers every call after ``--latency`` seconds. Two things are timed against it, in this order:
@@ -22,6 +23,13 @@ for the step is >= 0.9), the step's throughput as a share of the baseline's, and
 time per call. On a small machine the SDK's own CPU time per call bounds both ratios: at 200 ms
 and 32 in flight the client must finish a call every 6 ms. The pairs' import is a separate,
 earlier run and is not timed. Nothing here asserts a threshold.
+
+Rate-limited mode (``--rate-limit N``): the server admits N requests a minute over a sliding
+``--window`` (``ecap.testing.servers.RateLimit``) and refuses the rest with each provider's real
+429. The judging step runs twice, each on a fresh store and server: told the limit
+(``requests_per_minute: N``, as a user copies it from the provider's page) and told nothing (it
+learns the limit from the answers and refusals). Printed: the calls a minute it sustained as a
+share of N (target >= 0.95) and the share of requests refused (target <= 1 %).
 """
 
 from __future__ import annotations
@@ -47,9 +55,13 @@ from ecap.interfaces import PluginContext, Source
 from ecap.plugins import Registry
 from ecap.spec import load_spec
 from ecap.testing import FakeLLMServer, LLMRequest, registry_with_fakes, run_spec
+from ecap.testing.servers import RateLimit
 from ecap_judges.engine import RubricJudge
 
 TARGET = 0.9
+TARGET_VS_PROVIDER = 0.95
+TARGET_OF_LIMIT = 0.95
+MAX_REFUSED = 0.01
 
 
 def make_eval_set(folder: Path, count: int) -> None:
@@ -99,18 +111,24 @@ def answer(request: LLMRequest) -> dict[str, Any]:
     return {"forbidden_terms": [], "score": 5, "reasoning": "precise"}
 
 
-def serve(latency: float, conn: Connection) -> None:
+def serve(latency: float, limit: RateLimit | None, conn: Connection) -> None:
     """The fake API, in its own process as a real API would be: its CPU is not the client's."""
-    with FakeLLMServer(answer, latency=latency) as server:
+    with FakeLLMServer(answer, latency=latency, rate_limit=limit) as server:
         conn.send((server.url, server.openai_base_url))
         conn.recv()  # until told to stop
-        conn.send((server.count(), server.max_concurrency, time.process_time()))
+        conn.send(
+            (server.count(), server.max_concurrency, time.process_time(), server.rate_limited())
+        )
 
 
 @contextlib.contextmanager
-def server_process(latency: float) -> Iterator[tuple[tuple[str, str], Connection]]:
+def server_process(
+    latency: float, limit: RateLimit | None = None
+) -> Iterator[tuple[tuple[str, str], Connection]]:
     ours, theirs = multiprocessing.Pipe()
-    process = multiprocessing.get_context("fork").Process(target=serve, args=(latency, theirs))
+    process = multiprocessing.get_context("fork").Process(
+        target=serve, args=(latency, limit, theirs)
+    )
     process.start()
     try:
         yield ours.recv(), ours
@@ -120,25 +138,34 @@ def server_process(latency: float) -> Iterator[tuple[tuple[str, str], Connection
             process.kill()
 
 
-def judge_config(urls: tuple[str, str], provider: str, args: argparse.Namespace) -> dict[str, Any]:
-    return {
+def judge_config(
+    urls: tuple[str, str], provider: str, args: argparse.Namespace, mode: str
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "model": "gemini-2.5-pro" if provider == "gemini" else "gpt-4.1",
         "api_key": "${env:FAKE_LLM_KEY}",
         "base_url": urls[0] if provider == "gemini" else urls[1],
         "max_concurrent_calls": args.concurrency,
         "timeout": 30,
     }
+    if mode == "configured":  # the provider's published limit, as a user would write it
+        config["requests_per_minute"] = args.rate_limit
+    return config
 
 
 def write_spec(
-    folder: Path, urls: tuple[str, str], provider: str, args: argparse.Namespace
+    folder: Path,
+    urls: tuple[str, str],
+    provider: str,
+    args: argparse.Namespace,
+    mode: str = "latency",
 ) -> Path:
     steps: dict[str, Any] = {"eval": {"source": "csv", "with": {"path": "eval.csv"}}}
     if provider != "none":
         steps["judge"] = {
             "judge": provider,
             "from": "eval",
-            "with": judge_config(urls, provider, args),
+            "with": judge_config(urls, provider, args, mode),
             # Enough items in flight to keep every call slot busy across batch boundaries.
             "batch_size": args.batch_size,
             "concurrency": args.batches_in_flight,
@@ -187,27 +214,34 @@ def provider_alone(
     return time.perf_counter() - started
 
 
-def measure(provider: str, args: argparse.Namespace, registry: Registry) -> dict[str, float]:
+def measure(
+    provider: str, args: argparse.Namespace, registry: Registry, mode: str = "latency"
+) -> dict[str, float]:
+    """One timed judging step on a fresh store and server. ``mode``: ``latency`` (no limit at
+    the server; the provider alone is timed first), ``configured`` (the server enforces
+    ``--rate-limit`` and the judge is told it) or ``learned`` (the judge is told nothing)."""
     instructions = args.calls // 3
     calls = instructions * 3
+    limit = None if mode == "latency" else RateLimit(args.rate_limit, window=args.window)
     with tempfile.TemporaryDirectory(prefix="ecap-judge-bench-") as tmp:
         folder = Path(tmp)
         make_eval_set(folder, instructions)
-        with server_process(args.latency) as (urls, server):
+        with server_process(args.latency, limit) as (urls, server):
             run_spec(write_spec(folder, urls, "none", args), registry=registry)  # not timed
-            baseline = provider_alone(folder, urls, provider, args, registry)
-            spec = write_spec(folder, urls, provider, args)
+            baseline = provider_alone(folder, urls, provider, args, registry) if not limit else 0
+            spec = write_spec(folder, urls, provider, args, mode)
             started, cpu = time.perf_counter(), time.process_time()
             result = run_spec(spec, registry=registry)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             server.send("stop")
-            served, peak, server_cpu = server.recv()
+            served, peak, server_cpu, refused = server.recv()
         if result.status != "complete":
             sys.exit(f"{provider}: the judging run ended {result.status}")
     ideal = calls * args.latency / args.concurrency
     return {
         "calls": calls,
-        "served": served - calls,  # the baseline's calls came first
+        "served": served - (0 if limit else calls),  # the baseline's calls came first
+        "refused": refused,
         "peak": peak,
         "seconds": elapsed,
         "baseline_seconds": baseline,
@@ -218,6 +252,36 @@ def measure(provider: str, args: argparse.Namespace, registry: Registry) -> dict
     }
 
 
+def report_latency_bound(provider: str, m: dict[str, float]) -> None:
+    print(
+        f"{provider:>7} provider alone: {m['calls']:.0f} calls in "
+        f"{m['baseline_seconds']:.2f} s; ratio {m['ideal'] / m['baseline_seconds']:.3f}"
+    )
+    print(
+        f"{provider:>7} judging step:   {m['calls']:.0f} calls ({m['served']:.0f} served, peak "
+        f"{m['peak']:.0f} in flight) in {m['seconds']:.2f} s, "
+        f"{m['calls'] / m['seconds']:.1f} calls/s; ratio {m['ratio']:.3f} "
+        f"(target >= {TARGET}); {m['baseline_seconds'] / m['seconds']:.3f} of the provider "
+        f"alone's throughput (target >= {TARGET_VS_PROVIDER})"
+    )
+    print(
+        f"{'':>7} client CPU {m['cpu_ms_per_call']:.2f} ms a call in the judging step; "
+        f"the server process used {m['server_cpu_s']:.1f} s of CPU in all"
+    )
+
+
+def report_rate_bound(provider: str, mode: str, m: dict[str, float], limit: float) -> None:
+    """The sustained rate as a share of the limit, and the share of requests refused."""
+    per_minute = m["served"] * 60 / m["seconds"]
+    requests = m["served"] + m["refused"]
+    print(
+        f"{provider:>7} step, limit {mode:<10}: {m['served']:.0f} calls in {m['seconds']:.2f} s "
+        f"= {per_minute:.0f}/min, {per_minute / limit:.3f} of the limit (target >= "
+        f"{TARGET_OF_LIMIT}); {m['refused']:.0f} of {requests:.0f} requests answered 429 "
+        f"({100 * m['refused'] / requests:.2f} %, target <= {100 * MAX_REFUSED:.0f} %)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--provider", choices=["openai", "gemini", "both"], default="openai")
@@ -226,6 +290,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="the judge's call limit")
     parser.add_argument("--batch-size", type=int, default=32, help="items per runner batch")
     parser.add_argument("--batches-in-flight", type=int, default=4, help="runner concurrency")
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0,
+        help="requests a minute the server allows (rate-limited mode; 0: latency-bound mode)",
+    )
+    parser.add_argument(
+        "--window", type=float, default=10.0, help="seconds of the server's sliding window"
+    )
     args = parser.parse_args()
     os.environ.setdefault("FAKE_LLM_KEY", "sk-fake")
 
@@ -241,23 +314,19 @@ def main() -> None:
         f"{args.calls} calls, {args.latency * 1000:.0f} ms each at the server, "
         f"{args.concurrency} in flight; ratio = ideal / measured (target >= {TARGET})"
     )
+    if args.rate_limit:
+        print(
+            f"rate-limited: the server allows {args.rate_limit:g} requests a minute over a "
+            f"sliding {args.window:g} s window; the judge is told the limit (configured) or "
+            "nothing (learned)"
+        )
     for provider in providers:
-        m = measure(provider, args, registry)
-        print(
-            f"{provider:>7} provider alone: {m['calls']:.0f} calls in "
-            f"{m['baseline_seconds']:.2f} s; ratio {m['ideal'] / m['baseline_seconds']:.3f}"
-        )
-        print(
-            f"{provider:>7} judging step:   {m['calls']:.0f} calls ({m['served']:.0f} served, peak "
-            f"{m['peak']:.0f} in flight) in {m['seconds']:.2f} s, "
-            f"{m['calls'] / m['seconds']:.1f} calls/s; ratio {m['ratio']:.3f} "
-            f"(target >= {TARGET}); {m['baseline_seconds'] / m['seconds']:.3f} of the provider "
-            f"alone's throughput"
-        )
-        print(
-            f"{'':>7} client CPU {m['cpu_ms_per_call']:.2f} ms a call in the judging step; "
-            f"the server process used {m['server_cpu_s']:.1f} s of CPU in all"
-        )
+        if not args.rate_limit:
+            report_latency_bound(provider, measure(provider, args, registry))
+            continue
+        for mode in ("configured", "learned"):
+            m = measure(provider, args, registry, mode)
+            report_rate_bound(provider, mode, m, args.rate_limit)
 
 
 if __name__ == "__main__":

@@ -3,22 +3,26 @@
 A judge run at the paper's scale (450K calls) is bound by the provider's requests a minute, not by
 its latency. Sending as fast as the concurrency allows and retrying the 429s wastes the budget on
 refusals and, against a sliding window, can lock a client out for a whole minute. So every call
-a judge or an API captioner makes first takes a slot from its :class:`Pacer`:
+an LLM judge makes first takes a slot from its :class:`Pacer` (through :class:`PacedCaller`;
+any plugin that calls a hosted model can do the same):
 
 - **Configured** (``requests_per_minute`` / ``tokens_per_minute`` in the plugin's config,
   transport fields: changing them never invalidates a cached answer): calls start one every
-  ``60 / requests_per_minute`` seconds, never in a burst. A client that spends its whole minute
-  at t=0 is refused by any server that counts over a sliding window, so there is no burst
-  allowance; the pace is :data:`HEADROOM` of the limit, so that the network's jitter does not
-  push one call too many into a window.
+  ``60 / requests_per_minute`` seconds, never in a burst: a client that spends its whole minute
+  at t=0 is refused by a server that counts over a sliding window until that burst has left the
+  window, so there is no burst allowance. The pace is :data:`HEADROOM` of the limit, so that
+  timing jitter does not push one call too many into a window.
 - **Learned**: the limit the provider states is taken as the limit when it is lower or none is
   configured: OpenAI's ``x-ratelimit-limit-requests`` / ``-tokens`` headers (on every answer), a
   Gemini 429's ``QuotaFailure`` (its per-minute ``quotaValue``).
-- **Refused anyway** (a 429): every call waits what the server asked (``retry-after``,
-  ``retry-after-ms``, Gemini's ``RetryInfo``; one second otherwise) before the next starts, and
-  the pace drops to 90 % of what it was; each answered call then gives back a little of it.
-  Without any stated limit, the pace starts at half the rate calls were going out at when the
-  first 429 came.
+  When a limit becomes known mid-run, the calls already sent in the last minute count against
+  it (a server's window still holds them).
+- **Refused anyway** (a 429) although paced at a known limit: the pace drops to 90 % of what it
+  was (once per burst of refusals) and each answered call gives a little back; the refused call
+  waits what the server asked (``retry-after``, ``retry-after-ms``, Gemini's ``RetryInfo``).
+  Refused while sending unpaced: the quota is spent for now, so every call waits that long (one
+  second when the server does not say); without any stated limit, the pace starts at half the
+  rate calls were going out at, and drops by 10 % with each later burst of refusals.
 
 One pacer serves one plugin instance in one process: with several workers, configure each with
 its share of the limit (or let each learn it from the 429s).
@@ -34,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..remote import RateLimiter, RemoteCaller, RemotePolicy, Retryable
+from ..remote import RemoteCaller, RemotePolicy, Retryable
 
 T = TypeVar("T")
 
@@ -48,8 +52,8 @@ RECOVER = 0.001
 PROBE_STEP = 0.1
 #: Seconds to pause after a 429 that says nothing about when to come back.
 DEFAULT_WAIT = 1.0
-#: The span, in seconds, over which the send rate is measured when a 429 comes without a limit.
-RATE_SPAN = 10.0
+#: Seconds of sent calls remembered: a per-minute quota's window.
+RATE_SPAN = 60.0
 
 
 @dataclass(frozen=True)
@@ -143,14 +147,13 @@ def google_signal(error: Any) -> RateSignal:
     return RateSignal(requests, tokens, wait, refused=True)
 
 
-class Pacer(RateLimiter):
+class Pacer:
     """Smooth pacing under a requests and a tokens budget, adapted from what the provider says
-    (see the module docstring). Plugs into :class:`ecap.remote.RemoteCaller` in place of its
-    bucket limiter (see :class:`PacedCaller`); holds no asyncio object, so it outlives event
-    loops."""
+    (see the module docstring); used by :class:`PacedCaller` in place of
+    :class:`ecap.remote.RateLimiter`, whose buckets start full (a burst of a minute's budget).
+    Holds no asyncio object, so it outlives event loops and keeps what it learned."""
 
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
-        super().__init__(requests_per_minute, tokens_per_minute)
         self.configured = {"requests": requests_per_minute, "tokens": tokens_per_minute}
         self.stated: dict[str, float | None] = {"requests": None, "tokens": None}
         #: Share of the limit to pace at; lowered by refusals.
@@ -158,6 +161,7 @@ class Pacer(RateLimiter):
         #: Requests a minute probed for when a server refuses without stating a limit.
         self.probe: float | None = None
         self.paused_until = 0.0
+        self._calm_until = 0.0  # refusals before this belong to the last burst
         self.refusals = 0
         self._next = {"requests": 0.0, "tokens": 0.0}  # when the next call may start, per budget
         self._epoch = 0  # bumped by each refusal: slots promised before it are void
@@ -196,8 +200,7 @@ class Pacer(RateLimiter):
                 await asyncio.sleep(start - now)
             if epoch == self._epoch:  # no refusal while waiting
                 self._sent.append(start)
-                while self._sent[0] < start - RATE_SPAN:
-                    self._sent.popleft()
+                self._forget_before(start - RATE_SPAN)
                 return
 
     def settle(self, estimated: int, actual: int) -> None:
@@ -213,46 +216,64 @@ class Pacer(RateLimiter):
         ):
             if stated:
                 self.stated[kind] = stated
+        now = time.monotonic()
+        if not was_known and self.limit("requests") is not None:
+            self._owe_recent(now)
         if signal.refused:
-            self._refused(signal.wait, slow_down=was_known)
+            self._refused(now, signal.wait or DEFAULT_WAIT, paced=was_known)
         else:
             self.share = min(HEADROOM, self.share + RECOVER)
             if self.probe is not None and self.limit("requests") is None:
                 self.probe += PROBE_STEP
 
-    def _refused(self, wait: float | None, *, slow_down: bool) -> None:
-        """Pause every call for ``wait``; lower the pace of a known limit (``slow_down``: the
-        refusal came although calls were paced at it), or probe for an unknown one."""
-        now = time.monotonic()
+    def _owe_recent(self, now: float) -> None:
+        """A limit just became known: the calls of the last minute, sent before it was, count
+        against it. The next call starts no earlier than the oldest of them plus their number
+        times the spacing, as if they had been paced (a server's window still holds them)."""
+        self._forget_before(now - RATE_SPAN)
+        if self._sent:
+            owed = self._sent[0] + len(self._sent) * self._spacing("requests", 1)
+            self._next["requests"] = max(now, owed)
+            self._epoch += 1  # slots promised at the old pace are void
+
+    def _refused(self, now: float, wait: float, *, paced: bool) -> None:
+        """A 429. Calls ``paced`` at a known limit went a little too fast (timing, or another
+        client on the same quota): the pace drops and the refused call alone waits ``wait``.
+        Calls sent unpaced have spent the quota for now: every call waits ``wait``, and without
+        a known limit the pace is probed for. A burst of refusals counts once."""
         self.refusals += 1
-        paused = now < self.paused_until  # one burst of refusals slows the pace once
-        self.paused_until = max(self.paused_until, now + (wait or DEFAULT_WAIT))
-        self._next = dict.fromkeys(self._next, self.paused_until)
-        self._epoch += 1
-        if paused:
-            return
-        if self.limit("requests") is not None:
-            if slow_down:
+        burst = now < self._calm_until
+        self._calm_until = max(self._calm_until, now + wait)
+        if paced:
+            if not burst:
                 self.share *= SLOW_DOWN
-        else:
-            self.probe = (self.probe or self._recent_rate(now)) * (SLOW_DOWN if self.probe else 0.5)
+            return
+        self.paused_until = max(self.paused_until, now + wait)
+        self._next = {kind: max(at, self.paused_until) for kind, at in self._next.items()}
+        self._epoch += 1
+        if self.limit("requests") is None and not burst:
+            self.probe = self.probe * SLOW_DOWN if self.probe else self._recent_rate(now) / 2
+
+    def _forget_before(self, moment: float) -> None:
+        while self._sent and self._sent[0] < moment:
+            self._sent.popleft()
 
     def _recent_rate(self, now: float) -> float:
         """Requests a minute started over the last :data:`RATE_SPAN` seconds."""
-        while self._sent and self._sent[0] < now - RATE_SPAN:
-            self._sent.popleft()
+        self._forget_before(now - RATE_SPAN)
         span = max(1.0, now - self._sent[0]) if self._sent else RATE_SPAN
         return max(1.0, len(self._sent) * 60 / span)
 
 
 class PacedCaller(RemoteCaller):
-    """A :class:`~ecap.remote.RemoteCaller` whose calls take their slots from a :class:`Pacer`
-    (the same limits, retries and call log otherwise). Give the same pacer to the provider that
-    reads the answers, so that what they say reaches it."""
+    """A :class:`~ecap.remote.RemoteCaller` whose calls start at a :class:`Pacer`'s pace (the
+    same concurrency limit, retries and call log otherwise). Give the same pacer to the provider
+    that reads the answers, so that what they say reaches it."""
 
     def __init__(self, policy: RemotePolicy, pacer: Pacer | None = None) -> None:
         super().__init__(policy)
         self.pacer = pacer or Pacer(policy.requests_per_minute, policy.tokens_per_minute)
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     async def call(
         self,
@@ -261,13 +282,34 @@ class PacedCaller(RemoteCaller):
         estimated_tokens: int = 0,
         tokens_of: Callable[[T], int] | None = None,
     ) -> tuple[T, float]:
+        """``send()`` in a concurrency slot, at its start time, retried while it fails
+        transiently; returns its result and the successful attempt's latency in milliseconds.
+
+        The slot comes first, then the start time: calls queued for a slot have been promised
+        nothing, so when a 429 pauses or slows the pace, they all keep to it. (The other way
+        round, every call queued behind the slots would have passed while nothing was known
+        and be refused in one burst.) The wait for a start time is not part of the timeout."""
+        policy = self.policy
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            # RemoteCaller makes its concurrency gate and its limiter per event loop; the limiter
-            # here is the pacer, which belongs to no loop and keeps what it learned.
-            self._loop, self._limiter = loop, self.pacer
-            self._gate = asyncio.Semaphore(self.policy.max_concurrent_calls)
-        return await super().call(send, estimated_tokens=estimated_tokens, tokens_of=tokens_of)
+        if self._slots is None or self._slots[0] is not loop:  # asyncio objects are per loop
+            self._slots = (loop, asyncio.Semaphore(policy.max_concurrent_calls))
+        slots = self._slots[1]
+        for attempt in range(policy.max_attempts):
+            async with slots:
+                await self.pacer.acquire(estimated_tokens)
+                started = time.monotonic()
+                try:
+                    result = await asyncio.wait_for(send(), policy.timeout + 5)
+                except (Retryable, TimeoutError) as exc:
+                    if attempt + 1 == policy.max_attempts:
+                        raise
+                    delay = self.delay(attempt, exc.after if isinstance(exc, Retryable) else None)
+                else:
+                    if tokens_of is not None:
+                        self.pacer.settle(estimated_tokens, tokens_of(result))
+                    return result, (time.monotonic() - started) * 1000
+            await asyncio.sleep(delay)  # a call waiting to retry holds no slot
+        raise AssertionError("unreachable: max_attempts >= 1")
 
 
 __all__ = [
