@@ -7,6 +7,7 @@ reads them, so that the same pair gives the same pixels everywhere.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
 import io
@@ -19,8 +20,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .records import ImageRef
 
@@ -37,6 +40,41 @@ MAX_IMAGE_BYTES = 256 * 2**20
 #: Redirects a download may follow, by default.
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def across_cores(function: Callable[[T], R], values: Sequence[T]) -> list[R]:
+    """``[function(v) for v in values]``, computed by one thread per core, each taking a
+    contiguous share of ``values``; results in the order of ``values``.
+
+    For work on images: Pillow decodes and ``hashlib`` hashes without holding the GIL (hashlib
+    for buffers over 2 KiB), so large images are read, hashed and decoded on every core at once,
+    while tiny ones, where Python's own code is most of the time, cost no more than one after
+    the other (one share per thread, not a task per image, so threads rarely wait for the GIL).
+    An exception ``function`` raises is raised here, as the plain loop would.
+    """
+    workers = min(_cores(), len(values))
+    if workers < 2:
+        return [function(value) for value in values]
+    share = -(-len(values) // workers)
+    shares = [values[start : start + share] for start in range(0, len(values), share)]
+    done = _pool().map(lambda part: [function(value) for value in part], shares)
+    return [result for part in done for result in part]
+
+
+@functools.cache
+def _cores() -> int:
+    """The cores this process may run on (its affinity, which a container may narrow)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """One pool for the process, started on first use; its threads end with the process."""
+    return ThreadPoolExecutor(_cores(), thread_name_prefix="ecap-images")
 
 
 class ImageReadError(OSError):
@@ -79,8 +117,7 @@ def _read_file(location: str, max_bytes: int) -> bytes:
             raise ImageReadError(f"{location} is not a regular file (a FIFO, device or folder)")
         if info.st_size > max_bytes:
             raise ImageReadError(f"{location}: {info.st_size} bytes is over the {max_bytes} limit")
-        with os.fdopen(os.dup(fd), "rb") as file:
-            data = file.read(max_bytes + 1)
+        data = _read_to_end(fd, min(info.st_size, max_bytes) + 1, max_bytes + 1)
     except OSError as exc:
         if isinstance(exc, ImageReadError):
             raise
@@ -90,6 +127,17 @@ def _read_file(location: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ImageReadError(f"{location}: grew over the {max_bytes} byte limit while read")
     return data
+
+
+def _read_to_end(fd: int, expected: int, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``fd``, asking for ``expected`` first: the size the file had
+    when opened, so that no buffer of ``limit`` bytes is set aside for every small image."""
+    chunks = [os.read(fd, expected)]
+    size = len(chunks[0])
+    while chunks[-1] and size < limit:
+        chunks.append(os.read(fd, min(_CHUNK, limit - size)))
+        size += len(chunks[-1])
+    return b"".join(chunks)
 
 
 def _download(url: str, timeout: float, max_bytes: int, max_redirects: int) -> bytes:

@@ -31,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ecap.errors import EcapError
 from ecap.hashing import digest
-from ecap.images import MAX_IMAGE_BYTES, MAX_REDIRECTS, URL_SCHEMES, ImageReadError, read_bytes
+from ecap.images import (
+    MAX_IMAGE_BYTES,
+    MAX_REDIRECTS,
+    URL_SCHEMES,
+    ImageReadError,
+    across_cores,
+    read_bytes,
+)
 from ecap.interfaces import PluginConfig, Source, SourceRow, transport_field
 from ecap.records import ImageRef, Instruction, Item, Pair, Reference, SampleError
 
@@ -140,9 +147,6 @@ class CsvSource(Source):
         for number, data in self._read():
             key = digest("csv-row", data, [self._stat(data.get(c)) for c in ("source", "target")])
             yield SourceRow(key=key, data={"row": number, **data})
-
-    def load(self, batch: Sequence[SourceRow]) -> list[list[Item] | SampleError]:
-        return [self._load_row(row) for row in batch]
 
     def _read(self) -> Iterator[tuple[int, dict[str, Any]]]:
         fmt = self.config.format
@@ -267,7 +271,7 @@ class CsvSource(Source):
         if self.config.images_root is None:
             if location.startswith(URL_SCHEMES):
                 return location
-            return str((self.images_root / location).resolve())
+            return self._resolve(os.path.join(self.images_root, location))
         if location.startswith(("http://", "https://")):
             return location
         path = Path(location)
@@ -278,10 +282,31 @@ class CsvSource(Source):
         if ".." in path.parts:
             raise ImageError(f"{location}: '..' is refused with images_root set")
         root = self.images_root
-        resolved = (root / path).resolve()
+        resolved = Path(self._resolve(os.path.join(root, path)))
         if not resolved.is_relative_to(root):
             raise ImageError(f"{location}: a link that leads out of images_root {root}")
         return str(resolved)
+
+    def _resolve(self, path: str) -> str:
+        """``os.path.realpath(path)`` (what ``Path.resolve`` does), with its folder's resolution
+        computed once for all the images in it (resolving looks up every component of a path);
+        a file that is itself a link, or a name like ``..``, is resolved in full."""
+        folder, name = os.path.split(path)
+        if name in ("", ".", "..") or os.path.islink(path):
+            return os.path.realpath(path)
+        resolved = self._resolved_folders.get(folder)
+        if resolved is None:
+            resolved = self._resolved_folders[folder] = os.path.realpath(folder)
+        return os.path.join(resolved, name)
+
+    @functools.cached_property
+    def _resolved_folders(self) -> dict[str, str]:
+        return {}
+
+    def load(self, batch: Sequence[SourceRow]) -> list[list[Item] | SampleError]:
+        # Reading, hashing and decoding images release the GIL for all but the smallest images,
+        # so the batch's rows are split across one thread per core.
+        return across_cores(self._load_row, batch)
 
 
 class ImageError(Exception):
