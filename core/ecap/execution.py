@@ -28,7 +28,7 @@ from .datasets import held_out_among, held_out_pairs, refuse_held_out
 from .errors import EcapError
 from .executors import BatchCalls, make_executor
 from .hashing import digest
-from .interfaces import Plugin, SourceRow
+from .interfaces import Plugin, SourceRow, has_async
 from .logs import event
 from .progress import Progress, metrics_line
 from .records import Dataset, Item, Model, Record, SampleError
@@ -89,13 +89,17 @@ class BatchSizes:
     call was quicker than :data:`QUICK_BATCH_SECONDS`: a step that does no model work (a source
     reading small files, a heuristic) then commits in a few large transactions instead of
     thousands of small ones, while a model step, whose batches take longer, keeps its batch size
-    and the memory it was sized for. Only plugins run one batch at a time grow: a coroutine
-    plugin's ``concurrency`` counts batches in flight, which larger batches would change.
+    and the memory it was sized for. Only plain (not coroutine) plugins run one batch at a time
+    grow: a coroutine plugin's ``concurrency`` counts batches in flight, which larger batches
+    would change, and so do an executor's replicas.
     """
 
-    def __init__(self, step: Step, window: int) -> None:
+    def __init__(self, step: Step, plugin: Plugin, calls: BatchCalls) -> None:
         self.size = step.options.batch_size
-        self.grows = window == 1 and "batch_size" not in step.options.model_fields_set
+        method = plugin.contract.async_method
+        coroutine = method is not None and has_async(plugin, method)
+        unset = "batch_size" not in step.options.model_fields_set
+        self.grows = unset and calls.window == 1 and not coroutine
 
     def __call__(self) -> int:
         return self.size
@@ -273,7 +277,7 @@ class StepExecution:
     ) -> list[str]:
         units = {unit.cache_key: unit for unit in todo}
         free = asyncio.Semaphore(calls.window)
-        sizes = BatchSizes(self.step, calls.window)
+        sizes = BatchSizes(self.step, self.plugin, calls)
 
         async def one(batch: list[WorkUnit], work: ClaimedWork) -> None:
             saved: list[str] = []
