@@ -612,6 +612,71 @@ def _items(workspace: Workspace, count: int) -> list[Item]:
     return [item for items in loaded if isinstance(items, list) for item in items]
 
 
+def test_the_shapes_annotator_works_through_label_studio_as_its_own_simulated_user(workspace):
+    """ShapesEdit's simulated annotator, routed through the server: tasks in label-studio's
+    format, answered there through the API, read back as people's answers are."""
+    from ecap_shapes.annotator import reference_instruction
+    from ecap_shapes.label_studio import SIMULATED_USER
+
+    def routed(task: str) -> str:
+        settings = json.loads(workspace.with_block(task))
+        del settings["task"]
+        settings["project"] = f"{workspace.project} {task}"
+        return json.dumps({"task": task, "label_studio": settings})
+
+    spec = workspace.spec(
+        f"""
+  pairs:
+    source: shapes
+    with: {{count: 4, seed: 3, split: train, image_size: 48, output_dir: images,
+            operations: [move, background], min_objects: 1, max_objects: 2}}
+  captions: {{caption: fake, from: pairs, with: {{template: "Edit the {{category}} image."}}}}
+  refined: {{annotate: shapes-annotator, from: captions, with: {routed("refine")}}}
+  graded: {{annotate: shapes-annotator, from: captions, with: {routed("evaluate")}}}
+  corrected: {{annotate: shapes-annotator, from: captions, with: {routed("prefer")}}}
+"""
+    )
+    result = run_spec(spec)  # answered as soon as pushed: no wait for people
+    assert result.status == "complete", {k: v.error for k, v in result.steps.items()}
+
+    client = workspace.server.client()
+    project = client.projects(f"{workspace.project} refine")[0]["id"]
+    tasks = client.export(project)
+    assert len(tasks) == 4 and {t["data"]["ecap_task"] for t in tasks} == {"refine"}
+    users = client.users()
+    assert {users[a["completed_by"]] for t in tasks for a in t["annotations"]} == {SIMULATED_USER}
+
+    items = workspace.store.step_outputs(workspace.store.latest_step_run("refined")["step_key"])
+    assert len(items) == 4
+    for item in items:
+        assert item.instruction is not None and item.instruction.origin == "human"
+        assert item.instruction.author == SIMULATED_USER  # labelled simulated in provenance
+        assert item.instruction.text == reference_instruction(item)
+        assert str(item.instruction.meta["label_studio"]["task"]) in {str(t["id"]) for t in tasks}
+
+    graded = workspace.store.step_outputs(workspace.store.latest_step_run("graded")["step_key"])
+    verdicts = [item.verdict for item in graded]
+    assert len(verdicts) == 4 and all(v is not None and v.kind == "human" for v in verdicts)
+    # A fake caption ("Edit the ... image.") names no edit: every one is graded unusable.
+    assert all(v.labels and v.labels[0].startswith("P0:") for v in verdicts if v is not None)
+    assert {v.judge for v in verdicts if v is not None} == {f"human:{SIMULATED_USER}"}
+
+    corrected = workspace.store.step_outputs(
+        workspace.store.latest_step_run("corrected")["step_key"]
+    )
+    # Every fake caption fails the rules: "none of them", and the reference written instead.
+    assert len(corrected) == 4
+    for item in corrected:
+        assert item.preference is not None and item.instruction is not None
+        assert item.preference.chosen_id == item.instruction.id
+        assert item.instruction.text == reference_instruction(item)
+        assert item.instruction.author == SIMULATED_USER
+
+    again = run_spec(spec)  # a second run creates no task and no annotation
+    assert again.steps["refined"].status == "cached"
+    assert sum(len(t["annotations"]) for t in client.export(project)) == 4
+
+
 def test_push_twice_as_after_a_kill_before_the_commit_creates_nothing_new(workspace):
     items = _items(workspace, 3)
     first = _plugin(workspace, "refine").push(items)

@@ -123,3 +123,36 @@ def test_a_shapes_pipeline_generates_judges_captions_and_collects_preferences(
     assert {by_author[p.chosen_id] for p in preferences} == {AUTHOR}
     assert {by_author[p.rejected_id] for p in preferences} == {"fake"}
     assert run_spec(spec).steps["pairs"].status == "cached"  # a second run is served from the store
+
+
+def test_evaluate_grades_with_the_papers_defect_codes_a_flip_being_critical(
+    tmp_path: Path,
+) -> None:
+    from ecap.defects import grade
+    from ecap_shapes.annotator import defect_codes
+
+    # A perfect instruction (the refinement) is correct; a wrong one gets P0 codes.
+    [item] = captioned(tmp_path, "Edit the image.", count=1, operations=["move"])
+    [refined] = annotate([item], task="refine")
+    assert isinstance(refined, list)
+    [[good]] = [r for r in annotate(refined, task="evaluate") if isinstance(r, list)]
+    assert good.verdict is not None and good.verdict.kind == "human"
+    assert good.verdict.judge == f"human:{AUTHOR}" and good.verdict.meta["simulated"] is True
+    assert good.verdict.labels == [] and grade(good.verdict.labels) == "correct"
+
+    assert refined[0].instruction is not None
+    text = refined[0].instruction.text
+    flipped = text.replace("left", "@").replace("right", "left").replace("@", "right")
+    flipped = flipped.replace(" up ", " @ ").replace(" down ", " up ").replace(" @ ", " down ")
+    wrong = item.model_copy(
+        update={"instruction": Instruction(pair_id=item.pair.id, text=flipped, origin="model")}
+    )
+    [[bad]] = [r for r in annotate([wrong], task="evaluate") if isinstance(r, list)]
+    assert bad.verdict is not None and "P0:viewpoint" in bad.verdict.labels
+    assert grade(bad.verdict.labels) == "P0"
+    # A brightness edit described the wrong way round is a global error (P1), not a P0.
+    assert defect_codes(["wrong_direction"], {"brightness"}) == ["P1:global"]
+    assert defect_codes(["wrong_direction", "vague_terms"], {"move"}) == [
+        "P0:attribute",
+        "P2:other",
+    ]

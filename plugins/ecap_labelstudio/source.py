@@ -374,6 +374,12 @@ class LabelStudioProject(Plugin):
             self._server = self._report(Snapshot(self.config.task, self._read_server()))
         return self._server
 
+    def refresh(self) -> None:
+        """Read the project from the server again on next use: the snapshot a step works from
+        is taken once, and annotations submitted since (by a scripted annotator in this process)
+        are not in it."""
+        self._server = None
+
     def _pulled_tasks(self) -> Snapshot:
         if not self.config.export_file:
             return self._server_tasks()
