@@ -1,9 +1,15 @@
 """The call log: every model or API call a plugin makes, as a row of ``api_calls``.
 
 Plugins that pay per call (hosted judges and captioners) ask the log before calling and write to it
-as soon as an answer arrives, each call in its own transaction. A step killed after two of an
-instruction's three judge calls therefore re-sends only the third, and a re-run bills nothing twice.
-Batch jobs are written as ``submitted`` (with their job id) before anything polls them.
+as soon as an answer arrives. A step killed after two of an instruction's three judge calls
+therefore re-sends only the third, and a re-run bills nothing twice. Batch jobs are written as
+``submitted`` (with their job id) before anything polls them.
+
+Each answer is its own transaction, except inside :meth:`CallLog.grouped`: there, the answers that
+arrive in one turn of the event loop are written together at the end of that turn, before the loop
+does anything else. A busy judge (150 calls a second) gets many answers a turn and would otherwise
+spend more CPU on commits than on anything else of its own; an idle one writes each answer alone,
+as soon as it arrives.
 
 An answer the plugin found unusable is ``error`` (never served: the call is made again) or, when
 the request was deterministic (greedy decoding) and asking again would pay for the same answer,
@@ -12,6 +18,9 @@ the request was deterministic (greedy decoding) and asking again would pay for t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +56,35 @@ class CallLog:
     def __init__(self, store: Store, step_run_id: str | None) -> None:
         self.store = store
         self.step_run_id = step_run_id
+        self._writer: Any = None
+        self._grouping = 0  # open grouped() blocks
+        self._pending: list[dict[str, Any]] = []
+        self._flush_soon: asyncio.Handle | None = None
+
+    @contextlib.contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Inside, answers recorded from a running event loop in one turn of it are written
+        together at the end of that turn, and what is left when the block ends. Blocks may be
+        open at once (concurrent batches)."""
+        self._grouping += 1
+        try:
+            yield
+        finally:
+            self._grouping -= 1
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the answers waiting in a :meth:`grouped` block, in one transaction."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        rows, self._pending = self._pending, []
+        if rows:
+            try:
+                self._insert(rows)
+            except BaseException:
+                self._pending[:0] = rows  # kept for the next flush
+                raise
 
     def lookup(self, request_hashes: list[str]) -> dict[str, CallRecord]:
         """The most useful row per hash: an answer (``ok``) wins over a kept rejected answer
@@ -56,6 +94,7 @@ class CallLog:
 
         from .store.schema import ApiCall
 
+        self.flush()
         found: dict[str, CallRecord] = {}
         with self.store.engine.connect() as conn:
             for start in range(0, len(request_hashes), 500):
@@ -94,10 +133,6 @@ class CallLog:
         batch_job_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        from sqlalchemy import insert
-
-        from .store.schema import ApiCall
-
         row = {
             "id": new_id(),
             "request_hash": request_hash,
@@ -114,10 +149,33 @@ class CallLog:
             "step_run_id": self.step_run_id,
             "created_at": utcnow(),
         }
-        with _writes(self.store).begin() as conn:
+        loop = _running_loop() if self._grouping else None
+        if loop is None:
+            self._insert([row])
+            return
+        self._pending.append(row)
+        if self._flush_soon is None:
+            self._flush_soon = loop.call_soon(self.flush)  # after this turn's other callbacks
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        from sqlalchemy import insert
+
+        from .store.schema import ApiCall
+
+        with self._writes().begin() as conn:
             # Parameters passed beside the statement, not baked into it with ``values()``: the
             # compiled INSERT is then cached once instead of rebuilt for every call.
-            conn.execute(insert(ApiCall), [row])
+            conn.execute(insert(ApiCall), rows)
+
+    def _writes(self) -> Any:
+        """The store's engine for a transaction that writes (``BEGIN IMMEDIATE`` on SQLite: it
+        waits for the write lock up front rather than failing when another writer holds it);
+        made once, as making it costs more than a small insert."""
+        if self._writer is None:
+            from .store.connect import writer
+
+            self._writer = writer(self.store.engine)
+        return self._writer
 
     def mark_error(self, request_hash: str, error: str, *, keep: bool = False) -> None:
         """An answer that turned out unusable: kept for the audit and never served again, or,
@@ -127,7 +185,8 @@ class CallLog:
 
         from .store.schema import ApiCall
 
-        with _writes(self.store).begin() as conn:
+        self.flush()
+        with self._writes().begin() as conn:
             conn.execute(
                 update(ApiCall)
                 .where(ApiCall.request_hash == request_hash, ApiCall.status == "ok")
@@ -140,7 +199,8 @@ class CallLog:
 
         from .store.schema import ApiCall
 
-        with _writes(self.store).begin() as conn:
+        self.flush()
+        with self._writes().begin() as conn:
             conn.execute(
                 update(ApiCall)
                 .where(
@@ -152,9 +212,9 @@ class CallLog:
             )
 
 
-def _writes(store: Any) -> Any:
-    """The store's engine for a transaction that writes (``BEGIN IMMEDIATE`` on SQLite: it
-    waits for the write lock up front rather than failing when another writer holds it)."""
-    from .store.connect import writer
-
-    return writer(store.engine)
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -5,7 +5,9 @@ job; everything else lives here, so every judge follows the same rules:
 
 - each axis is a separate call with both images, the structured reference and the instruction;
 - before a call, the store's call log is asked for an identical earlier answer; after it, the
-  answer is written at once, so a killed step re-sends only what had not come back;
+  answer is written at once (answers arriving in one turn of the event loop share a
+  transaction: :meth:`ecap.calls.CallLog.grouped`), so a killed step re-sends only what had not
+  come back;
 - at most ``max_concurrent_calls`` calls are in flight, started at a smooth pace within
   ``requests_per_minute`` and ``tokens_per_minute`` and within what the provider states or its
   429s reveal (:mod:`ecap.providers.limits`); failed calls are retried with exponential backoff
@@ -198,7 +200,10 @@ class RubricJudge(Judge):
         calls: CallLog | None = self.context.calls
         known = calls.lookup(self._keys(plans)) if calls else {}  # one query per batch
         work = (self._judge_item(i, plan, known) for i, plan in zip(batch, plans, strict=True))
-        return list(await asyncio.gather(*work))
+        if calls is None:
+            return list(await asyncio.gather(*work))
+        with calls.grouped():  # answers arriving together share a transaction
+            return list(await asyncio.gather(*work))
 
     def close(self) -> None:
         if self._provider is not None:
