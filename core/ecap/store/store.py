@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import socket
 from collections import defaultdict
@@ -19,11 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Connection,
     Engine,
     Select,
+    Text,
     and_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -53,10 +57,42 @@ CHUNK = 500  # ids per IN (...) query; well under every dialect's parameter limi
 
 @functools.cache
 def _by_ids(record_type: str) -> Select[Any]:
-    """``SELECT * FROM <table> WHERE id IN (:ids)``, built once: building a statement costs more
-    than running a primary-key lookup on SQLite."""
-    table = RECORD_TABLES[record_type]
-    return select(table).where(table.id.in_(bindparam("ids", expanding=True)))
+    """``SELECT <the record's fields>, step_run_id FROM <table> WHERE id IN (:ids)``, built once:
+    building a statement costs more than running a primary-key lookup on SQLite. JSON columns
+    come back as their stored text (see :func:`_record_json`)."""
+    table = RECORD_TABLES[record_type].__table__  # type: ignore[attr-defined]
+    columns = [
+        cast(table.c[name], Text).label(name)
+        if isinstance(table.c[name].type, JSON)
+        else table.c[name]
+        for name in RECORD_TYPES[record_type].model_fields
+    ]
+    return select(*columns, table.c.step_run_id).where(
+        table.c.id.in_(bindparam("ids", expanding=True))
+    )
+
+
+@functools.cache
+def _json_fields(record_type: str) -> frozenset[str]:
+    table = RECORD_TABLES[record_type].__table__  # type: ignore[attr-defined]
+    fields = RECORD_TYPES[record_type].model_fields
+    return frozenset(name for name in fields if isinstance(table.c[name].type, JSON))
+
+
+def _record_json(row: Any, fields: Iterable[str], json_fields: frozenset[str]) -> str:
+    """A record's row as one JSON document, its JSON columns' stored text spliced in as is:
+    pydantic parses and validates that in one pass, about twice as fast as decoding each
+    column with :mod:`json` and validating the objects (hydrating a step's cached items)."""
+    parts = (
+        f'"{name}":'
+        + (
+            ("null" if row[name] is None else row[name])
+            if name in json_fields
+            else json.dumps(row[name])
+        )
+        for name in fields
+    )
+    return "{" + ",".join(parts) + "}"
 
 
 @dataclass(frozen=True)
@@ -673,12 +709,12 @@ class Store:
             with self.engine.connect() as own:
                 return self.records_with_step_runs(record_type, ids, own)
         cls, statement = RECORD_TYPES[record_type], _by_ids(record_type)
-        fields = set(cls.model_fields)
+        fields, json_fields = list(cls.model_fields), _json_fields(record_type)
         out: dict[str, tuple[Record, str | None]] = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
             for row in conn.execute(statement, {"ids": list(chunk)}).mappings():
                 out[row["id"]] = (
-                    cls.model_validate({k: row[k] for k in fields}),
+                    cls.model_validate_json(_record_json(row, fields, json_fields)),
                     row["step_run_id"],
                 )
         return out
