@@ -8,6 +8,7 @@ steps, prompts, models and hyperparameters, and only the sizes below differ.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def mean_scores(store: Path) -> dict[str, float]:
         rows = db.execute(
             """SELECT s.step_id, avg(v.weighted) FROM verdicts v
                JOIN instructions i ON i.id = v.instruction_id
-               JOIN step_runs s ON s.id = i.step_run_id GROUP BY s.step_id"""
+               JOIN step_runs s ON s.id = i.step_run_id
+               WHERE v.kind = 'model' GROUP BY s.step_id"""
         ).fetchall()
     return {step: round(score, 3) for step, score in rows}
 
@@ -64,6 +66,27 @@ def test_the_judge_ranks_the_models_as_the_paper_does(recipe: Path) -> None:
     assert sft_dpo >= sft > dpo_only > base, scores
 
 
+def test_the_simulated_human_grades_find_fewer_critical_errors_after_training(
+    recipe: Path,
+) -> None:
+    """The paper's Table 3, from the simulated graders: the share of P0 (unusable) answers falls
+    from the base model to the trained ones (Table 3 compares base and SFT+DPO)."""
+    from ecap.defects import grade
+
+    with sqlite3.connect(recipe / "ecap.db") as db:
+        rows = db.execute(
+            """SELECT s.step_id, v.labels FROM verdicts v
+               JOIN instructions i ON i.id = v.instruction_id
+               JOIN step_runs s ON s.id = i.step_run_id WHERE v.kind = 'human'"""
+        ).fetchall()
+    grades: dict[str, list[str]] = {}
+    for step, labels in rows:
+        grades.setdefault(step, []).append(grade(json.loads(labels)))
+    p0 = {step: found.count("P0") / len(found) for step, found in grades.items()}
+    assert set(p0) == {"test_base", "test_sft", "test_dpo_only", "test_sft_dpo"}
+    assert max(p0["test_sft"], p0["test_sft_dpo"]) < p0["test_base"], p0
+
+
 def test_a_second_run_is_served_from_the_store(recipe: Path) -> None:
     again = run_spec(recipe / "spec.yaml")
     assert again.status == "complete"
@@ -82,4 +105,4 @@ def test_changing_only_the_dpo_beta_retrains_dpo_and_what_follows(recipe: Path) 
     changed.write_text(yaml.safe_dump(spec, sort_keys=False))
     result = run_spec(changed)
     recomputed = {step for step, outcome in result.steps.items() if outcome.counts["done"]}
-    assert recomputed == {"sft_dpo", "test_sft_dpo", "judged"}
+    assert recomputed == {"sft_dpo", "test_sft_dpo", "judged", "graded"}
