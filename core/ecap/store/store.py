@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import operator
 import os
 import socket
 from collections import defaultdict
@@ -121,14 +122,27 @@ class _BulkInsert:
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        plan = tuple(zip(self.names, self.processors, strict=True))
-        values = [
-            tuple(row[name] if fn is None else fn(row[name]) for name, fn in plan) for row in rows
-        ]
+        pick = operator.itemgetter(*self.names)
+        if len(self.names) == 1:
+            values = [[pick(row)] for row in rows]
+        else:
+            values = [list(pick(row)) for row in rows]
+        for position, process in enumerate(self.processors):
+            if process is None:
+                continue
+            last: Any = _UNSET
+            for row_values in values:
+                value = row_values[position]
+                if value is not last:  # a batch's rows share their time: convert it once
+                    last, converted = value, process(value)
+                row_values[position] = converted
         if not self.positional:
             conn.exec_driver_sql(self.sql, [dict(zip(self.names, v, strict=True)) for v in values])
         else:
-            conn.exec_driver_sql(self.sql, values)
+            conn.exec_driver_sql(self.sql, [tuple(v) for v in values])
+
+
+_UNSET = object()
 
 
 def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
