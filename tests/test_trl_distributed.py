@@ -73,6 +73,8 @@ def test_deepspeed_on_two_cpu_processes_gives_a_model_that_loads(
     assert [step for step, values in metrics if "loss" in values] == [2, 4, 6]
     assert model.meta["resolved"]["world_size"] == 2
     assert model.meta["resolved"]["deepspeed"].endswith(f"{preset}.json")
+    # ZeRO-3 partitions the weights as they load; ZeRO-2 keeps whole parameters on every rank.
+    assert model.meta["resolved"]["partitioned_load"] is (preset == "zero3")
     assert model.meta["global_step"] == 6
     logged = caplog.text
     assert f"launching: {sys.executable} -m {module}" in logged

@@ -38,9 +38,17 @@ def run(job: Job, sink: MetricsSink | None) -> dict[str, Any]:
     trl = require("trl", "train", job.kind)
     datasets = require("datasets", "train", job.kind)
     config = plugin_config(job)
+    # The arguments first: under ZeRO-3 their DeepSpeed config makes from_pretrained partition
+    # the weights across ranks as they load (zero.Init), instead of every rank holding a full
+    # copy before DeepSpeed partitions it.
+    args = training_arguments(job, config, trl)
+    if job.deepspeed:  # join the process group now, so that zero.Init sees every rank
+        require("deepspeed", "train", job.kind).init_distributed(
+            dist_backend="gloo" if job.use_cpu else "nccl"
+        )
     processor = load_processor(job.model)
     model = load_policy(job.model, config.lora, job.bf16)
-    args = training_arguments(job, config, trl)
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
     train_data = datasets.load_from_disk(str(job.data / "train"))
     eval_path = job.data / "validation"
     eval_data = datasets.load_from_disk(str(eval_path)) if eval_path.exists() else None
@@ -75,6 +83,7 @@ def run(job: Job, sink: MetricsSink | None) -> dict[str, Any]:
     return {
         "global_step": int(trainer.state.global_step),
         "resumed_from": last.name if last else None,
+        "partitioned_load": partitioned,
         "metrics": metrics,
         "checkpoints": [p.name for p in checkpoints(job.checkpoints)],
     }

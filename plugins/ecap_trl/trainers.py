@@ -247,6 +247,8 @@ class TRLTrainer(Trainer):
                 "bf16": job.bf16,
                 "deepspeed": job.deepspeed,
                 "world_size": config.launcher.world_size,
+                # Whether the weights loaded partitioned across ranks (ZeRO-3's zero.Init).
+                "partitioned_load": bool(result.get("partitioned_load", False)),
             },
             "dataset": {"id": dataset.id, "content_hash": dataset.content_hash},
             "split": {
