@@ -555,17 +555,14 @@ class Store:
                 # Claims first, results second: a holder's save_batch adds the result and drops
                 # the claim in one commit, so whenever that commit lands between the two reads
                 # (PostgreSQL reads each statement at its own moment), one of them sees it.
+                claimed = conn.execute(
+                    select(
+                        Claim.cache_key, Claim.holder_id, Claim.expires_at, Claim.host, Claim.pid
+                    ).where(Claim.cache_key.in_(chunk))
+                ).all()
                 taken = {
                     key
-                    for key, holder_id, expires, host, pid in conn.execute(
-                        select(
-                            Claim.cache_key,
-                            Claim.holder_id,
-                            Claim.expires_at,
-                            Claim.host,
-                            Claim.pid,
-                        ).where(Claim.cache_key.in_(chunk))
-                    )
+                    for key, holder_id, expires, host, pid in claimed
                     if holder_id != holder.id and _live(expires, host, pid, now)
                 }
                 done = set(
@@ -576,7 +573,12 @@ class Store:
                 free = [k for k in chunk if k not in done and k not in taken]
                 if not free:
                     continue
-                conn.execute(delete(Claim).where(Claim.cache_key.in_(free)))
+                # Lapsed or own claims give way. Only this step's claimers (serialised here)
+                # insert claims on its keys, so a key without a row now gets none meanwhile.
+                free_set = set(free)
+                if stale := [row[0] for row in claimed if row[0] in free_set]:
+                    conn.execute(delete(Claim).where(Claim.cache_key.in_(stale)))
+                expires = now + timedelta(seconds=lease_seconds)
                 self._insert_rows(
                     conn,
                     Claim.__table__,
@@ -589,7 +591,7 @@ class Store:
                             "pid": holder.pid,
                             "host": holder.host,
                             "since": holder.since,
-                            "expires_at": now + timedelta(seconds=lease_seconds),
+                            "expires_at": expires,
                         }
                         for key in free
                     ],
