@@ -85,6 +85,9 @@ def item_row(item: Item) -> dict[str, Any]:
 
 
 class _FileExporter(Exporter):
+    """Writes one flat row per item (ids, image paths and hashes, the texts, scores and verdicts)
+    to one file, replaced whole so that readers never see half of it."""
+
     Config = ExportConfig
     config: ExportConfig
     format: str
@@ -105,6 +108,8 @@ class _FileExporter(Exporter):
 
 
 class JsonlExporter(_FileExporter):
+    """One JSON object per line per item: ids, images, instruction, score and verdict columns."""
+
     format = "jsonl"
 
     def write(self, rows: list[dict[str, Any]], target: Path) -> None:
@@ -116,6 +121,8 @@ class JsonlExporter(_FileExporter):
 
 
 class ParquetExporter(_FileExporter):
+    """The jsonl exporter's rows as a Parquet table (string columns; nested values as JSON)."""
+
     format = "parquet"
 
     def write(self, rows: list[dict[str, Any]], target: Path) -> None:
@@ -128,6 +135,8 @@ class ParquetExporter(_FileExporter):
 
 
 class HfExporter(_FileExporter):
+    """The jsonl exporter's rows as a Hugging Face ``datasets`` folder (save_to_disk)."""
+
     format = "hf"
 
     def write(self, rows: list[dict[str, Any]], target: Path) -> None:
