@@ -118,6 +118,9 @@ class _Row(BaseModel):
 
 
 class CsvSource(Source):
+    """Pairs from a CSV or JSONL file: source and target image paths, optional category,
+    instruction and reference columns; each image read, checked and hashed."""
+
     Config = CsvSourceConfig
     config: CsvSourceConfig
 
