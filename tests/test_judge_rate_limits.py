@@ -16,16 +16,9 @@ from PIL import Image
 
 from ecap.hashing import semantic_config
 from ecap.interfaces import PluginContext, Source
-from ecap.providers.limits import (
-    HEADROOM,
-    Pacer,
-    RateLimited,
-    RateSignal,
-    google_signal,
-    header_signal,
-    parse_duration,
-)
+from ecap.providers.limits import google_signal, header_signal, parse_duration
 from ecap.records import Verdict
+from ecap.remote import HEADROOM, Pacer, RateLimited, RateSignal
 from ecap.spec import load_spec
 from ecap.testing import FakeLLMServer, LLMRequest, registry_with_fakes, run_spec
 from ecap.testing.servers import RateLimit

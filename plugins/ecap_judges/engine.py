@@ -10,8 +10,9 @@ job; everything else lives here, so every judge follows the same rules:
   come back;
 - at most ``max_concurrent_calls`` calls are in flight, started at a smooth pace within
   ``requests_per_minute`` and ``tokens_per_minute`` and within what the provider states or its
-  429s reveal (:mod:`ecap.providers.limits`); failed calls are retried with exponential backoff
-  and jitter, waiting at least what the server's Retry-After asks;
+  429s reveal (:class:`ecap.remote.RemoteCaller`, the captioners' loop too); failed calls are
+  retried with exponential backoff and jitter, waiting at least what the server's Retry-After
+  asks;
 - an answer that cannot be parsed is asked again (``parse_attempts``) and otherwise fails that
   sample with the reason: a score is never guessed;
 - with ``batch: true`` requests go through the provider's batch API; job ids are stored before
@@ -34,9 +35,8 @@ from ecap.calls import CallLog, CallRecord, request_hash
 from ecap.images import ImageReadError, prepare_image
 from ecap.interfaces import Judge, transport_field
 from ecap.providers import HostedEndpoint
-from ecap.providers.limits import PacedCaller, Pacer
 from ecap.records import Item, Reference, SampleError, Verdict
-from ecap.remote import RemotePolicy, Reply, estimate_tokens
+from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens
 
 from .prompts import SYSTEM, default_rubric
 from .rubric import Axis, Rubric, Scoring, UnparsableAnswer, format_reference
@@ -170,10 +170,10 @@ class RubricJudge(Judge):
     def __init__(self, config: RubricJudgeConfig, context: Any) -> None:
         super().__init__(config, context)
         self._provider: Provider | None = None
+        self._caller = RemoteCaller(config)
         #: Paces the calls within the provider's rate limits; the provider tells it what the
         #: answers say about them.
-        self.pacer = Pacer(config.requests_per_minute, config.tokens_per_minute)
-        self._caller = PacedCaller(config, self.pacer)
+        self.pacer = self._caller.pacer
         self._schemas: dict[str, dict[str, Any]] = {}
 
     @abstractmethod

@@ -16,8 +16,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from ecap.providers import gemini, two_image_layout
-from ecap.providers.limits import Pacer
-from ecap.remote import Reply
+from ecap.remote import Pacer, Reply
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 

@@ -15,8 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from ecap.providers import data_uri, openai, two_image_content
-from ecap.providers.limits import Pacer
-from ecap.remote import Reply, Retryable
+from ecap.remote import Pacer, Reply, Retryable
 
 from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..interfaces import require
-from ..remote import Reply, retry_after, transient_failures
+from ..remote import Pacer, Reply, retry_after, transient_failures
 from . import HostedEndpoint
-from .limits import Pacer, google_signal, refused
+from .limits import google_signal, refused
 
 #: Where the key of Google's own API is read from when ``api_key`` is unset (the SDK's order).
 STANDARD_KEY = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -42,7 +42,7 @@ class Gemini:
         self, model: str, contents: Any, config: Any, pacer: Pacer | None = None
     ) -> Reply:
         """One ``generateContent`` call; transient failures become
-        :class:`~ecap.remote.Retryable`, a 429 :class:`~ecap.providers.limits.RateLimited` with
+        :class:`~ecap.remote.Retryable`, a 429 :class:`~ecap.remote.RateLimited` with
         what its body says (the per-minute quota, ``RetryInfo``), told to ``pacer``."""
         with transient_failures(self.errors.APIError, lambda exc: exc.code):
             try:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ..interfaces import require
-from ..remote import Reply, Retryable, transient_failures
+from ..remote import Pacer, Reply, Retryable, transient_failures
 from . import HostedEndpoint
-from .limits import Pacer, header_signal, refused
+from .limits import header_signal, refused
 
 #: Where the key of OpenAI's own API is read from when ``api_key`` is unset.
 STANDARD_KEY = ("OPENAI_API_KEY",)
@@ -62,7 +62,7 @@ async def post_chat_completion(
     The SDK's typed ``chat.completions.create`` re-validates every nested part of a body, which
     costs several milliseconds of CPU per call: more than everything else a call does here.
     With a ``pacer``, the rate-limit headers of the answer (or of its 429) are passed to it; a
-    429 raises :class:`~ecap.providers.limits.RateLimited` either way.
+    429 raises :class:`~ecap.remote.RateLimited` either way.
     """
     openai = sdk(plugin)
     with transient_failures(openai.APIStatusError, lambda exc: exc.status_code):

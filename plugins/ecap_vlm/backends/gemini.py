@@ -99,6 +99,7 @@ class GeminiBackend(RemoteBackend):
             self.model,
             client.parts(layout, images),
             self.config(client.types, request, candidate),
+            self.pacer,
         )
         if reply.finish_reason == "MAX_TOKENS":
             reply = dataclasses.replace(reply, finish_reason=TRUNCATED)

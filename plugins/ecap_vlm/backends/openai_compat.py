@@ -72,7 +72,7 @@ class OpenAICompatibleBackend(RemoteBackend):
 
     async def send(self, request: VLMRequest, candidate: int) -> Reply:
         reply = await openai.post_chat_completion(
-            self.client(), self.body(request, candidate), PLUGIN
+            self.client(), self.body(request, candidate), PLUGIN, self.pacer
         )
         return _with_reasoning_inline(reply)
 

@@ -7,8 +7,11 @@
 - Candidate ``i`` samples with ``seed + i``, so candidates differ on servers that honour seeds.
 - Before calling, the log is asked for the whole batch in one query; each answer is written at
   once (its own transaction), by :meth:`ecap.remote.RemoteCaller.logged`, the judges' rule too.
-- Limits and retries are :class:`ecap.remote.RemoteCaller`'s: ``max_concurrent_calls``,
-  ``requests_per_minute``, ``tokens_per_minute``, exponential backoff honouring Retry-After.
+- Limits and retries are :class:`ecap.remote.RemoteCaller`'s, the judges' loop too:
+  ``max_concurrent_calls``, calls started at a smooth pace within ``requests_per_minute`` and
+  ``tokens_per_minute`` and within what the server states or its 429s reveal (subclasses pass
+  :attr:`RemoteBackend.pacer` to :mod:`ecap.providers`, which reads it from the answers),
+  exponential backoff honouring Retry-After.
 - A request whose call still fails (retries spent, or refused outright) fails its pair alone; a
   setup problem (no API key, a missing SDK) fails the step once, before any call.
 - Clients, messages, answers and the key convention are :mod:`ecap.providers`', shared with the
@@ -31,7 +34,7 @@ from ecap.hashing import semantic_config
 from ecap.interfaces import PluginContext
 from ecap.providers import HostedEndpoint
 from ecap.records import SampleError
-from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens
+from ecap.remote import Pacer, RemoteCaller, RemotePolicy, Reply, estimate_tokens
 from ecap.vlm import BackendOptions, Generation, Outcome, VLMBackend, VLMRequest
 
 
@@ -54,6 +57,9 @@ class RemoteBackend(VLMBackend):
     ) -> None:
         super().__init__(model, revision, options, context)
         self._caller = RemoteCaller(self.options)
+        #: Paces the calls within the server's rate limits; :meth:`send` hands it to the provider
+        #: client, which tells it what the answers and 429s say about them.
+        self.pacer: Pacer = self._caller.pacer
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
