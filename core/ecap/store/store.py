@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from sqlalchemy import (
@@ -85,15 +86,22 @@ def _record_json(row: Any, fields: Iterable[str], json_fields: frozenset[str]) -
     pydantic parses and validates that in one pass, about twice as fast as decoding each
     column with :mod:`json` and validating the objects (hydrating a step's cached items)."""
     parts = (
-        f'"{name}":'
-        + (
-            ("null" if row[name] is None else row[name])
-            if name in json_fields
-            else json.dumps(row[name])
-        )
+        f'"{name}":' + (_stored_json(row[name]) if name in json_fields else _json(row[name]))
         for name in fields
     )
     return "{" + ",".join(parts) + "}"
+
+
+def _stored_json(text: str | None) -> str:
+    return "null" if text is None else text
+
+
+def _json(value: Any) -> str:
+    """``json.dumps(value)``, with the common cases (a string, none) without building an
+    encoder for each."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    return "null" if value is None else json.dumps(value)
 
 
 @dataclass(frozen=True)
