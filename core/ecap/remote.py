@@ -349,11 +349,11 @@ class RemoteCaller:
     anywhere; its concurrency slots are made on first use inside each event loop that runs calls,
     while the pacer (and what it learned) outlives the loops."""
 
-    def __init__(self, policy: RemotePolicy, pacer: Pacer | None = None) -> None:
+    def __init__(self, policy: RemotePolicy) -> None:
         self.policy = policy
         #: Start times within the limits. Give it to the provider that reads the answers, so that
         #: what they say about the limits (headers, 429s) reaches it.
-        self.pacer = pacer or Pacer(policy.requests_per_minute, policy.tokens_per_minute)
+        self.pacer = Pacer(policy.requests_per_minute, policy.tokens_per_minute)
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     async def call(
