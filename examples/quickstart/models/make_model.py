@@ -2,8 +2,9 @@
 
 Its tokenizer is trained on ShapesEdit's own words (the canonical instructions of a few hundred
 generated pairs), so an instruction is about twenty tokens rather than eighty byte pieces, and
-it is sized (``--size small``: 4 layers of 128) so that SFT on a CPU teaches it to see global
-edits within minutes. Run from the repository root::
+it is sized (``--size small``) so that SFT on a CPU runs in about a minute; in that minute it
+learns the annotators' language and to see an image get darker, not more (see the README).
+Run from the repository root::
 
     python examples/quickstart/models/make_model.py
 
