@@ -18,7 +18,7 @@ from pydantic import Field
 from ecap.providers import gemini, two_image_layout
 from ecap.remote import Pacer, Reply
 
-from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
+from .engine import JOB_FAILED, JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 
 PLUGIN = "gemini judge"
 FINISHED = {"JOB_STATE_SUCCEEDED"}
@@ -81,7 +81,7 @@ class GeminiProvider(Provider):
         job = self.client.batches.get(name=job_id)
         state = getattr(job.state, "name", str(job.state))
         if state in FAILED:
-            return {"*": f"batch job {job_id} ended {state}: {job.error}"}
+            return {JOB_FAILED: f"batch job {job_id} ended {state}: {job.error}"}
         if state not in FINISHED:
             return None
         answers: dict[str, Reply | str] = {}

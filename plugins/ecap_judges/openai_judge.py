@@ -17,7 +17,7 @@ from pydantic import Field
 from ecap.providers import data_uri, openai, two_image_content
 from ecap.remote import Pacer, Reply, Retryable
 
-from .engine import JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
+from .engine import JOB_FAILED, JudgeRequest, Provider, RubricJudge, RubricJudgeConfig
 
 PLUGIN = "openai judge"
 FAILED = {"failed", "expired", "cancelled", "cancelling"}
@@ -97,7 +97,7 @@ class OpenAIProvider(Provider):
     def poll_batch(self, job_id: str) -> dict[str, Reply | str] | None:
         job = self.sync_client.batches.retrieve(job_id)
         if job.status in FAILED:
-            return {"*": f"batch job {job_id} ended {job.status}: {job.errors}"}
+            return {JOB_FAILED: f"batch job {job_id} ended {job.status}: {job.errors}"}
         if job.status != "completed":
             return None
         answers: dict[str, Reply | str] = {}
