@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 
@@ -11,19 +10,11 @@ import click
 from ecap.cli_api import handle_errors, open_store, store_option
 from ecap.errors import EcapError
 from ecap.interfaces import require
+from ecap.net import is_loopback_host
 
 LOOPBACK = "127.0.0.1"
 #: The names a browser on this machine reaches a loopback page by.
 LOCAL_NAMES = ("127.0.0.1", "localhost")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_free(host: str, port: int) -> None:
@@ -65,14 +56,14 @@ def view_command(store_ref: str | None, port: int, host: str) -> None:
     check_free(host, port)
     store = open_store(store_ref)
     try:
-        if not is_loopback(host):
+        if not is_loopback_host(host):
             click.secho(
                 f"warning: listening on {host}: anyone who can reach it can read this store",
                 fg="yellow",
                 err=True,
             )
         click.echo(f"ecap view of {store.redacted_url} on http://{host}:{port}/ (Ctrl+C stops)")
-        hosts = [*LOCAL_NAMES, host] if is_loopback(host) else ["*"]
+        hosts = [*LOCAL_NAMES, host] if is_loopback_host(host) else ["*"]
         app = create_app(store, allowed_hosts=hosts)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -25,7 +25,6 @@ What is provider-neutral (limits, retries, the call log) stays in :mod:`ecap.rem
 from __future__ import annotations
 
 import base64
-import ipaddress
 import logging
 import os
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..errors import EcapError
 from ..interfaces import PluginConfig, transport_field
+from ..net import is_loopback
 from ..remote import unset_if_empty
 
 log = logging.getLogger("ecap.providers")
@@ -118,18 +118,6 @@ class HostedEndpoint(PluginConfig):
             f"no API key: {where}; write api_key: ${{env:VAR}} (or api_key: {NO_KEY} for a "
             "server that checks none)"
         )
-
-
-def is_loopback(url: str | None) -> bool:
-    host = urlparse(url).hostname if url else None
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def data_uri(data: bytes, mime: str) -> str:
