@@ -1,6 +1,7 @@
-"""Importing with the csv source on every core: rows are split across threads, yet results keep
-their order, a bad image fails only its own row, and every image path resolves exactly as
-``Path.resolve`` resolves it (the folder's resolution is computed once and reused)."""
+"""Importing with the csv source on every core: a batch of large images is split across threads
+(tiny ones stay on one), results keep their order, a bad image fails only its own row, and every
+image path resolves exactly as ``Path.resolve`` resolves it (the folder's resolution is computed
+once and reused)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import ecap_csv.source
 from ecap import images
 from ecap.interfaces import PluginContext
 from ecap.records import Item, SampleError
@@ -45,10 +47,30 @@ def test_across_cores_keeps_the_order_of_its_values_and_raises_what_the_function
         images.across_cores(fails_on_five, list(range(10)))
 
 
+def test_rows_load_on_several_threads_only_when_their_images_are_large(tmp_path, monkeypatch):
+    spread: list[int] = []
+    across_cores = images.across_cores
+
+    def recorded(function, values):  # type: ignore[no-untyped-def]
+        spread.append(len(values))
+        return across_cores(function, values)
+
+    monkeypatch.setattr(ecap_csv.source, "across_cores", recorded)
+    csv = make_pairs(tmp_path, 4)  # 16 px PNGs: well under PARALLEL_IMAGE_BYTES
+    plugin = source(csv)
+    rows = list(plugin.rows())
+    plugin.load(rows)
+    assert spread == []
+    monkeypatch.setattr(ecap_csv.source, "PARALLEL_IMAGE_BYTES", 1)
+    plugin.load(rows)
+    assert spread == [4]
+
+
 def test_a_corrupt_or_missing_image_fails_only_its_row_when_rows_load_in_parallel(
     tmp_path, monkeypatch
 ):
     monkeypatch.setattr(images, "_cores", lambda: 2)
+    monkeypatch.setattr(ecap_csv.source, "PARALLEL_IMAGE_BYTES", 1)
     csv = make_pairs(tmp_path, 30, corrupt=(3, 17), missing=(22,))
     plugin = source(csv)
     results = plugin.load(list(plugin.rows()))

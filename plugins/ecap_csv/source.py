@@ -34,6 +34,7 @@ from ecap.hashing import digest
 from ecap.images import (
     MAX_IMAGE_BYTES,
     MAX_REDIRECTS,
+    PARALLEL_IMAGE_BYTES,
     URL_SCHEMES,
     ImageReadError,
     across_cores,
@@ -307,9 +308,27 @@ class CsvSource(Source):
         return {}
 
     def load(self, batch: Sequence[SourceRow]) -> list[list[Item] | SampleError]:
-        # Reading, hashing and decoding images release the GIL for all but the smallest images,
-        # so the batch's rows are split across one thread per core.
-        return across_cores(self._load_row, batch)
+        if self._worth_threads(batch):
+            return across_cores(self._load_row, batch)
+        return [self._load_row(row) for row in batch]
+
+    def _worth_threads(self, batch: Sequence[SourceRow]) -> bool:
+        """Whether the batch's rows load faster split across cores: when they download images
+        (threads wait on the network together), or when its files are large enough on average
+        that decoding and hashing, which release the GIL, outweigh the Python around them.
+        Tiny images (thumbnails, tests) load faster on one thread: two threads would spend
+        their time handing the GIL to each other."""
+        sizes = []
+        for row in batch:
+            for column in ("source", "target"):
+                location = row.data.get(column)
+                if not isinstance(location, str):
+                    continue
+                if location.startswith(("http://", "https://")):
+                    return True
+                if (stat := self._stat(location)) is not None:
+                    sizes.append(stat[0])
+        return bool(sizes) and sum(sizes) / len(sizes) >= PARALLEL_IMAGE_BYTES
 
 
 class ImageError(Exception):
