@@ -69,10 +69,12 @@ class StepOutcome:
 @contextlib.contextmanager
 def fewer_collections() -> Iterator[None]:
     """Run the cyclic garbage collector's young pass every :data:`GC_YOUNG_THRESHOLD`
-    allocations instead of every 700 while a step runs. A step keeps every item it makes alive
-    until it ends (its outputs feed the next step), so each pass walked ever more live objects
-    and found nothing to free: a quarter of the CPU time of a step that does no model work went
-    there. Records hold no reference cycles, so memory is not what the passes were saving."""
+    allocations instead of every 700 while a per-sample step runs. The step keeps every item it
+    makes alive until it ends (its outputs feed the next step), so each pass walked ever more
+    live objects and found nothing to free: a quarter of the CPU time of a step that does no
+    model work went there. Records hold no reference cycles, so memory is not what the passes
+    were saving. Training steps keep the interpreter's setting: what they free in cycles may
+    hold accelerator memory."""
     before = gc.get_threshold()
     gc.set_threshold(max(before[0], GC_YOUNG_THRESHOLD), *before[1:])
     try:
@@ -145,11 +147,11 @@ class StepExecution:
         self.produced: list[Record] = []
 
     def run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
+        if self.options.worker and self.contract.shape != "per_sample":
+            return self.finished_by_another_run(items)
+        if self.contract.shape == "whole_input":
+            return self.whole_input(items)
         with fewer_collections():
-            if self.options.worker and self.contract.shape != "per_sample":
-                return self.finished_by_another_run(items)
-            if self.contract.shape == "whole_input":
-                return self.whole_input(items)
             return self.per_sample(items)
 
     def finished_by_another_run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
