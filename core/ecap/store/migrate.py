@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from ..errors import StoreError
 from .connect import writer
-from .schema import Base
+from .tables import metadata
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -70,7 +70,7 @@ def store_revision(conn: Connection, url: str) -> str | None:
     for one whose version row is missing, doubled or unknown.
     """
     tables = set(inspect(conn).get_table_names())
-    ours = sorted(tables & set(Base.metadata.tables))
+    ours = sorted(tables & set(metadata.tables))
     if VERSION_TABLE in tables:
         rows = [r for (r,) in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))]
     else:

@@ -1,266 +1,226 @@
-"""The store's tables (SQLAlchemy 2 declarative). Alembic migrations in ``migrations/`` build them;
-a test checks that migrating an empty database yields exactly this schema on every dialect.
+"""ORM classes mapped onto the store's tables (:mod:`.tables`, the one definition of its layout),
+for code that queries with them (reports, provenance, tests); ``Base.metadata`` is
+:data:`.tables.metadata`. The store itself uses the Core tables and never imports this module, so
+that reading commands do not pay for SQLAlchemy's ORM.
 
-Record tables mirror the pydantic records field for field, plus the step run that produced each row
-(PROV ``wasGeneratedBy``). Every other lineage relation is a row of the generic ``edges`` table.
+Each class's annotations give its columns' Python types to type checkers; a test checks that they
+name exactly its table's columns.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import Table
+from sqlalchemy.orm import DeclarativeBase, Mapped
 
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-ID = String(64)
+from . import tables
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+    metadata = tables.metadata
+
+    def __init_subclass__(cls, **options: Any) -> None:
+        cls.__tablename__ = cast(Table, cls.__table__).name  # as declarative classes name it
+        super().__init_subclass__(**options)
 
 
 class Run(Base):
-    """One execution of a spec."""
-
-    __tablename__ = "runs"
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
-    spec_path: Mapped[str] = mapped_column(Text)
-    spec_text: Mapped[str] = mapped_column(Text)
-    spec_hash: Mapped[str] = mapped_column(String(64), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # running, complete, waiting, failed
-    ecap_version: Mapped[str] = mapped_column(String(32))
+    __table__ = tables.runs
+    id: Mapped[str]
+    name: Mapped[str]
+    spec_path: Mapped[str]
+    spec_text: Mapped[str]
+    spec_hash: Mapped[str]
+    status: Mapped[str]
+    ecap_version: Mapped[str]
     plugins: Mapped[dict[str, Any]]
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None]
 
 
 class StepRun(Base):
-    """One step of a run: which plugin, which version, which (redacted) config, how it went."""
-
-    __tablename__ = "step_runs"
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
-    step_id: Mapped[str] = mapped_column(String(200), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    plugin: Mapped[str] = mapped_column(String(200), index=True)
-    plugin_version: Mapped[str] = mapped_column(String(64))
-    package: Mapped[str] = mapped_column(String(200))
+    __table__ = tables.step_runs
+    id: Mapped[str]
+    run_id: Mapped[str]
+    step_id: Mapped[str]
+    kind: Mapped[str]
+    plugin: Mapped[str]
+    plugin_version: Mapped[str]
+    package: Mapped[str]
     config: Mapped[dict[str, Any]]
-    step_key: Mapped[str] = mapped_column(String(80), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # running, complete, cached, waiting, failed
+    step_key: Mapped[str]
+    status: Mapped[str]
     counts: Mapped[dict[str, Any]]
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None]
 
 
 class _RecordRow:
     """Columns every record table has."""
 
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    id: Mapped[str]
     meta: Mapped[dict[str, Any]]
-    step_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    step_run_id: Mapped[str | None]
     created_at: Mapped[datetime]
 
 
 class PairRow(_RecordRow, Base):
-    __tablename__ = "pairs"
+    __table__ = tables.pairs
     source: Mapped[dict[str, Any]]
     target: Mapped[dict[str, Any]]
-    category: Mapped[str | None] = mapped_column(String(200), index=True)
+    category: Mapped[str | None]
 
 
 class InstructionRow(_RecordRow, Base):
-    __tablename__ = "instructions"
-    pair_id: Mapped[str] = mapped_column(ID, index=True)
-    text: Mapped[str] = mapped_column(Text)
-    origin: Mapped[str] = mapped_column(String(16), index=True)
-    parent_id: Mapped[str | None] = mapped_column(ID, index=True)
-    author: Mapped[str | None] = mapped_column(String(300))
-    candidate: Mapped[int] = mapped_column(Integer)
+    __table__ = tables.instructions
+    pair_id: Mapped[str]
+    text: Mapped[str]
+    origin: Mapped[str]
+    parent_id: Mapped[str | None]
+    author: Mapped[str | None]
+    candidate: Mapped[int]
 
 
 class ReferenceRow(_RecordRow, Base):
-    __tablename__ = "refs"  # "references" is reserved in SQL
-    pair_id: Mapped[str] = mapped_column(ID, index=True)
+    __table__ = tables.refs
+    pair_id: Mapped[str]
     primary: Mapped[list[Any]]
     secondary: Mapped[list[Any]]
-    overall: Mapped[str] = mapped_column(Text)
+    overall: Mapped[str]
 
 
 class ScoreRow(_RecordRow, Base):
-    __tablename__ = "scores"
-    pair_id: Mapped[str] = mapped_column(ID, index=True)
-    instruction_id: Mapped[str | None] = mapped_column(ID, index=True)
-    scorer: Mapped[str] = mapped_column(String(200))
+    __table__ = tables.scores
+    pair_id: Mapped[str]
+    instruction_id: Mapped[str | None]
+    scorer: Mapped[str]
     values: Mapped[dict[str, Any]]
 
 
 class VerdictRow(_RecordRow, Base):
-    __tablename__ = "verdicts"
-    pair_id: Mapped[str] = mapped_column(ID, index=True)
-    instruction_id: Mapped[str | None] = mapped_column(ID, index=True)
-    reference_id: Mapped[str | None] = mapped_column(ID)
-    judge: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16))
+    __table__ = tables.verdicts
+    pair_id: Mapped[str]
+    instruction_id: Mapped[str | None]
+    reference_id: Mapped[str | None]
+    judge: Mapped[str]
+    kind: Mapped[str]
     axes: Mapped[dict[str, Any]]
     reasons: Mapped[dict[str, Any]]
     labels: Mapped[list[Any]]
-    weighted: Mapped[float | None] = mapped_column(Float)
+    weighted: Mapped[float | None]
 
 
 class PreferenceRow(_RecordRow, Base):
-    __tablename__ = "preferences"
-    pair_id: Mapped[str] = mapped_column(ID, index=True)
-    chosen_id: Mapped[str] = mapped_column(ID)
-    rejected_id: Mapped[str] = mapped_column(ID)
+    __table__ = tables.preferences
+    pair_id: Mapped[str]
+    chosen_id: Mapped[str]
+    rejected_id: Mapped[str]
 
 
 class DatasetRow(_RecordRow, Base):
-    __tablename__ = "datasets"
-    name: Mapped[str] = mapped_column(String(200))
-    content_hash: Mapped[str] = mapped_column(String(80), index=True)
-    format: Mapped[str] = mapped_column(String(32))
-    uri: Mapped[str | None] = mapped_column(Text)
-    count: Mapped[int] = mapped_column(Integer)
+    __table__ = tables.datasets
+    name: Mapped[str]
+    content_hash: Mapped[str]
+    format: Mapped[str]
+    uri: Mapped[str | None]
+    count: Mapped[int]
 
 
 class ModelRow(_RecordRow, Base):
-    __tablename__ = "models"
-    name: Mapped[str] = mapped_column(String(300))
-    uri: Mapped[str] = mapped_column(Text)
-    revision: Mapped[str | None] = mapped_column(String(200))
-    base_model_id: Mapped[str | None] = mapped_column(ID)
-    dataset_id: Mapped[str | None] = mapped_column(ID)
+    __table__ = tables.models
+    name: Mapped[str]
+    uri: Mapped[str]
+    revision: Mapped[str | None]
+    base_model_id: Mapped[str | None]
+    dataset_id: Mapped[str | None]
 
 
 class Edge(Base):
-    """A W3C PROV relation: ``src`` (used | wasDerivedFrom | wasAttributedTo) ``dst``."""
-
-    __tablename__ = "edges"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    src_type: Mapped[str] = mapped_column(String(32))
-    src_id: Mapped[str] = mapped_column(ID)
-    verb: Mapped[str] = mapped_column(String(32))
-    dst_type: Mapped[str] = mapped_column(String(32))
-    dst_id: Mapped[str] = mapped_column(ID)
-    step_run_id: Mapped[str | None] = mapped_column(ID)
-
-    __table_args__ = (
-        Index("ix_edges_src", "src_id", "src_type"),
-        Index("ix_edges_dst", "dst_id", "dst_type"),
-    )
+    __table__ = tables.edges
+    id: Mapped[int]
+    src_type: Mapped[str]
+    src_id: Mapped[str]
+    verb: Mapped[str]
+    dst_type: Mapped[str]
+    dst_id: Mapped[str]
+    step_run_id: Mapped[str | None]
 
 
 class SampleResult(Base):
-    """A sample finished by a step: written with its outputs in one transaction, never before.
-
-    ``cache_key`` = hash(plugin, version, semantic config, fingerprint, input record ids).
-    ``outputs`` lists the items produced, each as ``{slot: record id}``.
-    """
-
-    __tablename__ = "sample_results"
-    cache_key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    step_key: Mapped[str] = mapped_column(String(80), index=True)
-    input_key: Mapped[str] = mapped_column(Text)
+    __table__ = tables.sample_results
+    cache_key: Mapped[str]
+    step_key: Mapped[str]
+    input_key: Mapped[str]
     outputs: Mapped[list[Any]]
-    step_run_id: Mapped[str] = mapped_column(ID, index=True)
+    step_run_id: Mapped[str]
     created_at: Mapped[datetime]
 
 
 class SampleFailure(Base):
-    """A sample a step could not process, with the error. A re-run tries it again."""
-
-    __tablename__ = "sample_failures"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    step_run_id: Mapped[str] = mapped_column(ID, index=True)
-    step_id: Mapped[str] = mapped_column(String(200))
-    input_key: Mapped[str] = mapped_column(Text)
-    error_type: Mapped[str] = mapped_column(String(200))
-    message: Mapped[str] = mapped_column(Text)
+    __table__ = tables.sample_failures
+    id: Mapped[int]
+    step_run_id: Mapped[str]
+    step_id: Mapped[str]
+    input_key: Mapped[str]
+    error_type: Mapped[str]
+    message: Mapped[str]
     created_at: Mapped[datetime]
 
 
 class ExternalTask(Base):
-    """Work handed to something outside the process (humans in Label Studio, a batch API job),
-    stored before waiting on it, so that a restart resumes the same task instead of a new one."""
-
-    __tablename__ = "external_tasks"
-    cache_key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    step_key: Mapped[str] = mapped_column(String(80), index=True)
-    input_key: Mapped[str] = mapped_column(Text)
-    external_id: Mapped[str] = mapped_column(String(200))
-    step_run_id: Mapped[str] = mapped_column(ID)
+    __table__ = tables.external_tasks
+    cache_key: Mapped[str]
+    step_key: Mapped[str]
+    input_key: Mapped[str]
+    external_id: Mapped[str]
+    step_run_id: Mapped[str]
     created_at: Mapped[datetime]
 
 
 class ApiCall(Base):
-    """One model or API call: the audit trail, and the cache that keeps a re-run from paying twice.
-
-    ``request_hash`` identifies the request's semantic content (model, prompt, images, schema);
-    a row with status ``ok`` answers any later identical request. A batch-API request is written
-    with status ``submitted`` and its ``batch_job_id`` before anything polls the job, so that a
-    restart resumes the same job instead of submitting (and paying for) a new one.
-    """
-
-    __tablename__ = "api_calls"
-    id: Mapped[str] = mapped_column(ID, primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(80), index=True)
-    provider: Mapped[str] = mapped_column(String(64))
-    model: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16))  # ok, error, rejected, submitted
-    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    tokens_in: Mapped[int | None] = mapped_column(Integer)
-    tokens_out: Mapped[int | None] = mapped_column(Integer)
-    cost: Mapped[float | None] = mapped_column(Float)
-    latency_ms: Mapped[float | None] = mapped_column(Float)
-    batch_job_id: Mapped[str | None] = mapped_column(String(200), index=True)
-    error: Mapped[str | None] = mapped_column(Text)
-    step_run_id: Mapped[str | None] = mapped_column(ID, index=True)
+    __table__ = tables.api_calls
+    id: Mapped[str]
+    request_hash: Mapped[str]
+    provider: Mapped[str]
+    model: Mapped[str]
+    status: Mapped[str]
+    response: Mapped[dict[str, Any] | None]
+    tokens_in: Mapped[int | None]
+    tokens_out: Mapped[int | None]
+    cost: Mapped[float | None]
+    latency_ms: Mapped[float | None]
+    batch_job_id: Mapped[str | None]
+    error: Mapped[str | None]
+    step_run_id: Mapped[str | None]
     created_at: Mapped[datetime]
 
 
 class Metric(Base):
-    """Numbers a long step reports as it goes: a training's loss, learning rate, DPO margins and
-    tokens/s per logging step. ``values`` maps each metric's name to its value at ``step``."""
-
-    __tablename__ = "metrics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    step_run_id: Mapped[str] = mapped_column(ID, index=True)
-    step: Mapped[int] = mapped_column(Integer)
+    __table__ = tables.metrics
+    id: Mapped[int]
+    step_run_id: Mapped[str]
+    step: Mapped[int]
     values: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
 
 
 class Claim(Base):
-    """A sample one process is computing: writers sharing a store split a step's work by claiming
-    samples, and skip those another holds. The claim lapses at ``expires_at`` unless its holder
-    renews it, so a killed holder's samples go to the next writer; finishing a sample (or
-    releasing it) deletes the claim. ``holder_id`` is one claimant (a process's work on one step);
-    the run, pid, host and ``since`` say who it is when another writer waits."""
-
-    __tablename__ = "claims"
-    cache_key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    step_key: Mapped[str] = mapped_column(String(80), index=True)
-    holder_id: Mapped[str] = mapped_column(ID, index=True)
-    run_id: Mapped[str | None] = mapped_column(ID)
-    pid: Mapped[int] = mapped_column(Integer)
-    host: Mapped[str] = mapped_column(String(255))
+    __table__ = tables.claims
+    cache_key: Mapped[str]
+    step_key: Mapped[str]
+    holder_id: Mapped[str]
+    run_id: Mapped[str | None]
+    pid: Mapped[int]
+    host: Mapped[str]
     since: Mapped[datetime]
     expires_at: Mapped[datetime]
 
 
-#: record_type -> table, for generic record I/O and lineage walks.
+#: record_type -> its mapped class (:data:`.tables.RECORDS` holds the tables).
 RECORD_TABLES: dict[str, type[_RecordRow]] = {
     "pair": PairRow,
     "instruction": InstructionRow,

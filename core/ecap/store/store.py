@@ -37,22 +37,10 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from ..records import RECORD_TYPES, Item, Record, SampleError, new_id, utcnow
-from . import connect, migrate
-from .schema import (
-    RECORD_TABLES,
-    Claim,
-    Edge,
-    ExternalTask,
-    Metric,
-    Run,
-    SampleFailure,
-    SampleResult,
-    StepRun,
-)
+from . import connect, migrate, tables
 
 CHUNK = 500  # ids per IN (...) query; well under every dialect's parameter limit
 
@@ -62,7 +50,7 @@ def _by_ids(record_type: str) -> Select[Any]:
     """``SELECT <the record's fields>, step_run_id FROM <table> WHERE id IN (:ids)``, built once:
     building a statement costs more than running a primary-key lookup on SQLite. JSON columns
     come back as their stored text (see :func:`_record_json`)."""
-    table = RECORD_TABLES[record_type].__table__  # type: ignore[attr-defined]
+    table = tables.RECORDS[record_type]
     columns = [
         cast(table.c[name], Text).label(name)
         if isinstance(table.c[name].type, JSON)
@@ -76,7 +64,7 @@ def _by_ids(record_type: str) -> Select[Any]:
 
 @functools.cache
 def _json_fields(record_type: str) -> frozenset[str]:
-    table = RECORD_TABLES[record_type].__table__  # type: ignore[attr-defined]
+    table = tables.RECORDS[record_type]
     fields = RECORD_TYPES[record_type].model_fields
     return frozenset(name for name in fields if isinstance(table.c[name].type, JSON))
 
@@ -264,7 +252,7 @@ class Store:
         run_id = new_id()
         with self._writes.begin() as conn:
             conn.execute(
-                insert(Run).values(
+                insert(tables.runs).values(
                     id=run_id,
                     name=name,
                     spec_path=spec_path,
@@ -283,8 +271,8 @@ class Store:
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> None:
         with self._writes.begin() as conn:
             conn.execute(
-                update(Run)
-                .where(Run.id == run_id)
+                update(tables.runs)
+                .where(tables.runs.c.id == run_id)
                 .values(status=status, finished_at=utcnow(), error=error)
             )
 
@@ -303,7 +291,7 @@ class Store:
         step_run_id = new_id()
         with self._writes.begin() as conn:
             conn.execute(
-                insert(StepRun).values(
+                insert(tables.step_runs).values(
                     id=step_run_id,
                     run_id=run_id,
                     step_id=step_id,
@@ -327,42 +315,52 @@ class Store:
     ) -> None:
         with self._writes.begin() as conn:
             conn.execute(
-                update(StepRun)
-                .where(StepRun.id == step_run_id)
+                update(tables.step_runs)
+                .where(tables.step_runs.c.id == step_run_id)
                 .values(status=status, counts=counts, finished_at=utcnow(), error=error)
             )
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(Run).order_by(Run.id.desc()).limit(limit)).mappings()
+            rows = conn.execute(
+                select(tables.runs).order_by(tables.runs.c.id.desc()).limit(limit)
+            ).mappings()
             return [dict(r) for r in rows]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            prefixed = Run.id.startswith(run_id, autoescape=True)  # % and _ are literal
+            prefixed = tables.runs.c.id.startswith(run_id, autoescape=True)  # % and _ are literal
             row = (
-                conn.execute(select(Run).where(prefixed).order_by(Run.id.desc())).mappings().first()
+                conn.execute(select(tables.runs).where(prefixed).order_by(tables.runs.c.id.desc()))
+                .mappings()
+                .first()
             )
             return dict(row) if row else None
 
     def step_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id)
+                select(tables.step_runs)
+                .where(tables.step_runs.c.run_id == run_id)
+                .order_by(tables.step_runs.c.id)
             ).mappings()
             return [dict(r) for r in rows]
 
     def step_run(self, step_run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(StepRun).where(StepRun.id == step_run_id)).mappings().first()
+            row = (
+                conn.execute(select(tables.step_runs).where(tables.step_runs.c.id == step_run_id))
+                .mappings()
+                .first()
+            )
             return dict(row) if row else None
 
     def latest_step_run(self, step_id: str, run_id: str | None = None) -> dict[str, Any] | None:
-        query = select(StepRun).where(StepRun.step_id == step_id)
+        query = select(tables.step_runs).where(tables.step_runs.c.step_id == step_id)
         if run_id:
-            query = query.where(StepRun.run_id.startswith(run_id, autoescape=True))
+            query = query.where(tables.step_runs.c.run_id.startswith(run_id, autoescape=True))
         with self.engine.connect() as conn:
-            row = conn.execute(query.order_by(StepRun.id.desc())).mappings().first()
+            row = conn.execute(query.order_by(tables.step_runs.c.id.desc())).mappings().first()
             return dict(row) if row else None
 
     def step_outputs(self, step_key: str) -> list[Item]:
@@ -370,9 +368,9 @@ class Store:
         with self.engine.connect() as conn:
             outputs = (
                 conn.execute(
-                    select(SampleResult.outputs)
-                    .where(SampleResult.step_key == step_key)
-                    .order_by(SampleResult.created_at)
+                    select(tables.sample_results.c.outputs)
+                    .where(tables.sample_results.c.step_key == step_key)
+                    .order_by(tables.sample_results.c.created_at)
                 )
                 .scalars()
                 .all()
@@ -384,9 +382,9 @@ class Store:
         with self.engine.connect() as conn:
             for chunk in _chunks(step_run_ids):
                 rows = conn.execute(
-                    select(SampleFailure)
-                    .where(SampleFailure.step_run_id.in_(chunk))
-                    .order_by(SampleFailure.id)
+                    select(tables.sample_failures)
+                    .where(tables.sample_failures.c.step_run_id.in_(chunk))
+                    .order_by(tables.sample_failures.c.id)
                 ).mappings()
                 out.extend(dict(r) for r in rows)
         return out
@@ -399,9 +397,9 @@ class Store:
         with self.engine.connect() as conn:
             for chunk in _chunks(cache_keys):
                 rows = conn.execute(
-                    select(SampleResult.cache_key, SampleResult.outputs).where(
-                        SampleResult.cache_key.in_(chunk)
-                    )
+                    select(
+                        tables.sample_results.c.cache_key, tables.sample_results.c.outputs
+                    ).where(tables.sample_results.c.cache_key.in_(chunk))
                 )
                 done.update({key: outputs for key, outputs in rows})
         return done
@@ -445,11 +443,11 @@ class Store:
                     if record_id in inserted
                     for e in r.lineage()
                 )
-            self._insert_rows(conn, Edge.__table__, edges)
+            self._insert_rows(conn, tables.edges, edges)
             if finished:
                 self._insert_rows(
                     conn,
-                    SampleResult.__table__,
+                    tables.sample_results,
                     [
                         {
                             "cache_key": f.cache_key,
@@ -464,11 +462,11 @@ class Store:
                     keep_existing="cache_key",
                 )
                 for chunk in _chunks([f.cache_key for f in finished]):
-                    conn.execute(delete(Claim).where(Claim.cache_key.in_(chunk)))
+                    conn.execute(delete(tables.claims).where(tables.claims.c.cache_key.in_(chunk)))
             if failed:
                 self._insert_rows(
                     conn,
-                    SampleFailure.__table__,
+                    tables.sample_failures,
                     [
                         {
                             "step_run_id": step_run_id,
@@ -491,21 +489,23 @@ class Store:
         now: datetime,
     ) -> set[str]:
         """Insert the records not stored yet; returns the ids this call inserted."""
-        table = RECORD_TABLES[record_type]
+        table = tables.RECORDS[record_type]
         if conn.dialect.name == "sqlite":
             # This transaction holds SQLite's write lock (BEGIN IMMEDIATE) until it commits, so
             # the ids not stored now are exactly the ones it inserts.
             stored: set[str] = set()
             for chunk in _chunks(list(records)):
-                stored.update(conn.execute(select(table.id).where(table.id.in_(chunk))).scalars())
+                stored.update(
+                    conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars()
+                )
             fresh = [record for record_id, record in records.items() if record_id not in stored]
             rows = [record_row(record, step_run_id, now) for record in fresh]
-            self._insert_rows(conn, table.__table__, rows)  # type: ignore[attr-defined]
+            self._insert_rows(conn, table, rows)
             return {record.id for record in fresh}
         # Other writers commit meanwhile: the database says which rows this statement inserted.
-        statement = self._insert_ignoring_duplicates(table.__table__, "id")  # type: ignore[attr-defined]
+        statement = self._insert_ignoring_duplicates(table, "id")
         rows = [record_row(record, step_run_id, now) for record in records.values()]
-        return set(conn.execute(statement.returning(table.id), rows).scalars())
+        return set(conn.execute(statement.returning(table.c.id), rows).scalars())
 
     def _insert_rows(
         self,
@@ -536,8 +536,12 @@ class Store:
         """``INSERT`` that keeps the row already stored under the same ``key``: pairs are
         content-addressed, and two writers may finish the same sample."""
         if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
             return postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
         if self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects import sqlite
+
             return sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
         return insert(table)
 
@@ -556,6 +560,7 @@ class Store:
         """
         keys = list(dict.fromkeys(cache_keys))
         granted: list[str] = []
+        claim = tables.claims.c
         with self._writes.begin() as conn:
             self._lock_claims(conn, step_key)
             now = self._now(conn)
@@ -565,8 +570,8 @@ class Store:
                 # (PostgreSQL reads each statement at its own moment), one of them sees it.
                 claimed = conn.execute(
                     select(
-                        Claim.cache_key, Claim.holder_id, Claim.expires_at, Claim.host, Claim.pid
-                    ).where(Claim.cache_key.in_(chunk))
+                        claim.cache_key, claim.holder_id, claim.expires_at, claim.host, claim.pid
+                    ).where(claim.cache_key.in_(chunk))
                 ).all()
                 taken = {
                     key
@@ -575,7 +580,9 @@ class Store:
                 }
                 done = set(
                     conn.execute(
-                        select(SampleResult.cache_key).where(SampleResult.cache_key.in_(chunk))
+                        select(tables.sample_results.c.cache_key).where(
+                            tables.sample_results.c.cache_key.in_(chunk)
+                        )
                     ).scalars()
                 )
                 free = [k for k in chunk if k not in done and k not in taken]
@@ -585,11 +592,11 @@ class Store:
                 # insert claims on its keys, so a key without a row now gets none meanwhile.
                 free_set = set(free)
                 if stale := [row[0] for row in claimed if row[0] in free_set]:
-                    conn.execute(delete(Claim).where(Claim.cache_key.in_(stale)))
+                    conn.execute(delete(tables.claims).where(claim.cache_key.in_(stale)))
                 expires = now + timedelta(seconds=lease_seconds)
                 self._insert_rows(
                     conn,
-                    Claim.__table__,
+                    tables.claims,
                     [
                         {
                             "cache_key": key,
@@ -611,12 +618,13 @@ class Store:
         """Extend ``holder``'s claims on ``cache_keys``; returns the keys it still holds (a claim
         that lapsed and was taken by another writer is not renewed)."""
         renewed: list[str] = []
+        claim = tables.claims.c
         with self._writes.begin() as conn:
             expires = self._now(conn) + timedelta(seconds=lease_seconds)
             for chunk in _chunks(list(cache_keys)):
-                mine = and_(Claim.cache_key.in_(chunk), Claim.holder_id == holder.id)
-                conn.execute(update(Claim).where(mine).values(expires_at=expires))
-                renewed.extend(conn.execute(select(Claim.cache_key).where(mine)).scalars())
+                mine = and_(claim.cache_key.in_(chunk), claim.holder_id == holder.id)
+                conn.execute(update(tables.claims).where(mine).values(expires_at=expires))
+                renewed.extend(conn.execute(select(claim.cache_key).where(mine)).scalars())
         return renewed
 
     def release(self, cache_keys: Sequence[str], holder: Holder) -> None:
@@ -625,7 +633,9 @@ class Store:
         with self._writes.begin() as conn:
             for chunk in _chunks(list(cache_keys)):
                 conn.execute(
-                    delete(Claim).where(Claim.cache_key.in_(chunk), Claim.holder_id == holder.id)
+                    delete(tables.claims).where(
+                        tables.claims.c.cache_key.in_(chunk), tables.claims.c.holder_id == holder.id
+                    )
                 )
 
     def claim_holders(self, cache_keys: Sequence[str]) -> dict[str, Holder]:
@@ -634,7 +644,9 @@ class Store:
         with self.engine.connect() as conn:
             now = self._now(conn)
             for chunk in _chunks(list(cache_keys)):
-                rows = conn.execute(select(Claim).where(Claim.cache_key.in_(chunk))).mappings()
+                rows = conn.execute(
+                    select(tables.claims).where(tables.claims.c.cache_key.in_(chunk))
+                ).mappings()
                 for row in rows:
                     if _live(row["expires_at"], row["host"], row["pid"], now):
                         out[row["cache_key"]] = Holder(
@@ -665,15 +677,16 @@ class Store:
         """Store what a long step reported at ``step`` (a training's logging step)."""
         with self._writes.begin() as conn:
             row = {"step_run_id": step_run_id, "step": step, "values": values}
-            conn.execute(insert(Metric), [{**row, "created_at": utcnow()}])
+            conn.execute(insert(tables.metrics), [{**row, "created_at": utcnow()}])
 
     def metrics(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Every metric row of these step runs, in the order reported."""
         with self.engine.connect() as conn:
+            metric = tables.metrics.c
             rows = conn.execute(
-                select(Metric.step_run_id, Metric.step, Metric.values)
-                .where(Metric.step_run_id.in_(list(step_run_ids)))
-                .order_by(Metric.id)
+                select(metric.step_run_id, metric.step, metric["values"])  # .values: a method
+                .where(metric.step_run_id.in_(list(step_run_ids)))
+                .order_by(metric.id)
             )
             return [{"step_run_id": r, "step": st, "values": v} for r, st, v in rows]
 
@@ -684,9 +697,9 @@ class Store:
         with self.engine.connect() as conn:
             for chunk in _chunks(cache_keys):
                 rows = conn.execute(
-                    select(ExternalTask.cache_key, ExternalTask.external_id).where(
-                        ExternalTask.cache_key.in_(chunk)
-                    )
+                    select(
+                        tables.external_tasks.c.cache_key, tables.external_tasks.c.external_id
+                    ).where(tables.external_tasks.c.cache_key.in_(chunk))
                 )
                 out.update({key: external for key, external in rows})
         return out
@@ -698,7 +711,7 @@ class Store:
         now = utcnow()
         with self._writes.begin() as conn:
             conn.execute(
-                self._insert_ignoring_duplicates(ExternalTask.__table__, "cache_key"),
+                self._insert_ignoring_duplicates(tables.external_tasks, "cache_key"),
                 [
                     {
                         "cache_key": c,
@@ -750,15 +763,15 @@ class Store:
         """Every record whose id is, or starts with, ``record_id`` (ids are long; prefixes help)."""
         found: list[tuple[str, Record]] = []
         with self.engine.connect() as conn:
-            for record_type in RECORD_TABLES:  # an exact id is a primary-key lookup: try it first
+            for record_type in tables.RECORDS:  # an exact id is a primary-key lookup: try it first
                 hit = self.records(record_type, [record_id], conn).get(record_id)
                 if hit is not None:
                     found.append((record_type, hit))
             if found:
                 return found
-            for record_type, table in RECORD_TABLES.items():
-                prefixed = table.id.startswith(record_id, autoescape=True)
-                ids = conn.execute(select(table.id).where(prefixed).limit(5)).scalars().all()
+            for record_type, table in tables.RECORDS.items():
+                prefixed = table.c.id.startswith(record_id, autoescape=True)
+                ids = conn.execute(select(table.c.id).where(prefixed).limit(5)).scalars().all()
                 found.extend(
                     (record_type, r) for r in self.records(record_type, ids, conn).values()
                 )
@@ -776,10 +789,11 @@ class Store:
     def edges(
         self, *, src: tuple[str, str] | None = None, dst: tuple[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        query = select(Edge)
+        edge = tables.edges.c
+        query = select(tables.edges)
         if src:
-            query = query.where(Edge.src_id == src[1], Edge.src_type == src[0])
+            query = query.where(edge.src_id == src[1], edge.src_type == src[0])
         if dst:
-            query = query.where(Edge.dst_id == dst[1], Edge.dst_type == dst[0])
+            query = query.where(edge.dst_id == dst[1], edge.dst_type == dst[0])
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query.order_by(Edge.id)).mappings()]
+            return [dict(r) for r in conn.execute(query.order_by(edge.id)).mappings()]
