@@ -44,7 +44,7 @@ def test_record_tables_and_record_classes_name_the_same_tables():
     assert {t: cls.__table__ for t, cls in schema.RECORD_TABLES.items()} == tables.RECORDS  # type: ignore[attr-defined]
 
 
-def test_reading_a_store_loads_no_orm_no_other_dialect_and_builds_no_record(tmp_path: Path):
+def test_reading_a_store_loads_no_orm_no_other_dialect_and_no_record(tmp_path: Path):
     from ecap.store import Store
 
     url = f"sqlite:///{tmp_path / 'ecap.db'}"
@@ -56,12 +56,23 @@ def test_reading_a_store_loads_no_orm_no_other_dialect_and_builds_no_record(tmp_
     probe = (
         "import sys\n"
         "from ecap.store import Store\n"
-        "from ecap.records import Pair\n"
         f"assert len(Store({url!r}, read_only=True).runs(5)) == 1\n"
-        "loaded = [m for m in ('sqlalchemy.orm', 'ecap.store.schema',"
-        " 'sqlalchemy.dialects.postgresql') if m in sys.modules]\n"
-        "print(loaded, Pair.__pydantic_complete__)\n"
+        "unwanted = ('sqlalchemy.orm', 'ecap.store.schema', 'sqlalchemy.dialects.postgresql',"
+        " 'ecap.records', 'pydantic')\n"
+        "print([m for m in unwanted if m in sys.modules])\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[] False"
+    assert done.stdout.strip() == "[]"
+
+
+def test_records_build_their_validators_on_first_use():
+    probe = (
+        "from ecap.records import ImageRef, Pair\n"
+        "before = Pair.__pydantic_complete__\n"
+        "Pair.of(ImageRef(uri='a.png', sha256='0' * 64), ImageRef(uri='b.png', sha256='1' * 64))\n"
+        "print(before, Pair.__pydantic_complete__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False True"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -39,10 +39,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from ..records import RECORD_TYPES, Item, Record, SampleError, new_id, utcnow
 from . import connect, migrate, tables
 
+if TYPE_CHECKING:
+    from ..records import Item, Record, SampleError
+
 CHUNK = 500  # ids per IN (...) query; well under every dialect's parameter limit
+
+
+# The records (pydantic models) are imported where a store writes or hydrates them, not with the
+# store: a reading command such as ``ecap runs list`` never needs them, and importing them cost it
+# a sixth of its time.
+
+
+def _new_id() -> str:
+    from ..records import new_id
+
+    return new_id()
+
+
+def _utcnow() -> datetime:
+    from ..records import utcnow
+
+    return utcnow()
 
 
 @functools.cache
@@ -50,6 +69,8 @@ def _by_ids(record_type: str) -> Select[Any]:
     """``SELECT <the record's fields>, step_run_id FROM <table> WHERE id IN (:ids)``, built once:
     building a statement costs more than running a primary-key lookup on SQLite. JSON columns
     come back as their stored text (see :func:`_record_json`)."""
+    from ..records import RECORD_TYPES
+
     table = tables.RECORDS[record_type]
     columns = [
         cast(table.c[name], Text).label(name)
@@ -64,6 +85,8 @@ def _by_ids(record_type: str) -> Select[Any]:
 
 @functools.cache
 def _json_fields(record_type: str) -> frozenset[str]:
+    from ..records import RECORD_TYPES
+
     table = tables.RECORDS[record_type]
     fields = RECORD_TYPES[record_type].model_fields
     return frozenset(name for name in fields if isinstance(table.c[name].type, JSON))
@@ -169,7 +192,7 @@ class Holder:
 
     @classmethod
     def this_process(cls, run_id: str | None) -> Holder:
-        return cls(new_id(), run_id, os.getpid(), socket.gethostname(), utcnow())
+        return cls(_new_id(), run_id, os.getpid(), socket.gethostname(), _utcnow())
 
     def describe(self) -> str:
         run = f"run {self.run_id}" if self.run_id else "a run"
@@ -249,7 +272,7 @@ class Store:
         ecap_version: str,
         plugins: dict[str, str],
     ) -> str:
-        run_id = new_id()
+        run_id = _new_id()
         with self._writes.begin() as conn:
             conn.execute(
                 insert(tables.runs).values(
@@ -261,7 +284,7 @@ class Store:
                     status="running",
                     ecap_version=ecap_version,
                     plugins=plugins,
-                    started_at=utcnow(),
+                    started_at=_utcnow(),
                     finished_at=None,
                     error=None,
                 )
@@ -273,7 +296,7 @@ class Store:
             conn.execute(
                 update(tables.runs)
                 .where(tables.runs.c.id == run_id)
-                .values(status=status, finished_at=utcnow(), error=error)
+                .values(status=status, finished_at=_utcnow(), error=error)
             )
 
     def start_step(
@@ -288,7 +311,7 @@ class Store:
         config: dict[str, Any],
         step_key: str,
     ) -> str:
-        step_run_id = new_id()
+        step_run_id = _new_id()
         with self._writes.begin() as conn:
             conn.execute(
                 insert(tables.step_runs).values(
@@ -303,7 +326,7 @@ class Store:
                     step_key=step_key,
                     status="running",
                     counts={},
-                    started_at=utcnow(),
+                    started_at=_utcnow(),
                     finished_at=None,
                     error=None,
                 )
@@ -317,7 +340,7 @@ class Store:
             conn.execute(
                 update(tables.step_runs)
                 .where(tables.step_runs.c.id == step_run_id)
-                .values(status=status, counts=counts, finished_at=utcnow(), error=error)
+                .values(status=status, counts=counts, finished_at=_utcnow(), error=error)
             )
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -422,7 +445,7 @@ class Store:
         (two runs sharing a step) keeps the first result: saving it again is not an error. The
         claims on finished samples end here, in the same transaction.
         """
-        now = utcnow()
+        now = _utcnow()
         by_type: dict[str, dict[str, Record]] = defaultdict(dict)
         for record in new_records:
             by_type[record.record_type].setdefault(record.id, record)
@@ -669,7 +692,7 @@ class Store:
         machine's on SQLite (every writer is on this machine)."""
         if conn.dialect.name == "postgresql":
             return _aware(conn.execute(select(func.now())).scalar_one())
-        return utcnow()
+        return _utcnow()
 
     # -- metrics of long steps (training curves) -------------------------------------------
 
@@ -677,7 +700,7 @@ class Store:
         """Store what a long step reported at ``step`` (a training's logging step)."""
         with self._writes.begin() as conn:
             row = {"step_run_id": step_run_id, "step": step, "values": values}
-            conn.execute(insert(tables.metrics), [{**row, "created_at": utcnow()}])
+            conn.execute(insert(tables.metrics), [{**row, "created_at": _utcnow()}])
 
     def metrics(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Every metric row of these step runs, in the order reported."""
@@ -708,7 +731,7 @@ class Store:
         self, step_run_id: str, step_key: str, tasks: Sequence[tuple[str, str, str]]
     ) -> None:
         """Persist (cache key, input key, external id) before anything waits on them."""
-        now = utcnow()
+        now = _utcnow()
         with self._writes.begin() as conn:
             conn.execute(
                 self._insert_ignoring_duplicates(tables.external_tasks, "cache_key"),
@@ -745,6 +768,8 @@ class Store:
         if conn is None:
             with self.engine.connect() as own:
                 return self.records_with_step_runs(record_type, ids, own)
+        from ..records import RECORD_TYPES
+
         cls, statement = RECORD_TYPES[record_type], _by_ids(record_type)
         fields, json_fields = list(cls.model_fields), _json_fields(record_type)
         out: dict[str, tuple[Record, str | None]] = {}
@@ -779,6 +804,8 @@ class Store:
 
     def hydrate(self, refs: Sequence[dict[str, str]]) -> list[Item]:
         """Rebuild items from ``{slot: id}`` refs, fetching each record type in one pass."""
+        from ..records import Item
+
         ids_by_slot: dict[str, list[str]] = defaultdict(list)
         for ref in refs:
             for slot, record_id in ref.items():
