@@ -74,9 +74,11 @@ def main() -> None:
     ecap_script = shutil.which("ecap", path=str(Path(sys.executable).parent))
     if ecap_script is None:
         sys.exit(f"no ecap console script beside {sys.executable} (pip install -e .)")
+    # Without bytecode caches an editable install compiles ecap's modules at every start.
+    caches = "off (PYTHONDONTWRITEBYTECODE)" if sys.flags.dont_write_bytecode else "on"
     print(
         f"Python {platform.python_version()} ({sys.executable}), {os.cpu_count()} CPUs, "
-        f"{platform.platform()}, load average {os.getloadavg()[0]:.2f}"
+        f"{platform.platform()}, load average {os.getloadavg()[0]:.2f}, bytecode caches {caches}"
     )
     with tempfile.TemporaryDirectory(prefix="ecap-startup-") as tmp:
         store = small_store(Path(tmp))
