@@ -41,6 +41,7 @@ from ecap.records import Item, SampleError
 from ecap.store import Store
 from ecap.store.schema import InstructionRow
 from ecap.testing import run_spec
+from ecap.testing.tiny_vlm import vllm_ready_qwen3_vl
 from ecap.vlm import Generation, ImageInput, Sampling, VLMRequest, make_backend
 from ecap_vlm.backends.vllm import VLLMBackend, VLLMOptions, lora_rank, sampling_params
 
@@ -217,36 +218,9 @@ def vllm_python() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def vllm_model(tiny_qwen3_vl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Qwen3-VL, made loadable by vLLM on a CPU: vLLM's CPU attention needs heads of 32
-    or more dimensions (the fixture's are 16), and vLLM builds the full processor, so the folder
-    names a video processor, as published checkpoints do."""
-    import torch
-    import transformers
-
-    folder = tmp_path_factory.mktemp("tiny-qwen3-vl-vllm")
-    config = transformers.AutoConfig.from_pretrained(tiny_qwen3_vl)
-    config.text_config.head_dim = 32
-    config.text_config.rope_parameters = {
-        **config.text_config.rope_parameters,
-        "mrope_section": [8, 4, 4],  # must add up to head_dim / 2
-    }
-    torch.manual_seed(0)
-    model = transformers.AutoModelForImageTextToText.from_config(config)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_qwen3_vl)
-    with torch.no_grad():  # as in the fixture: special tokens never end the answer early
-        special = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.added_tokens_encoder]
-        model.get_output_embeddings().weight[special] = 0
-    model.generation_config = transformers.GenerationConfig.from_pretrained(tiny_qwen3_vl)
-    model.save_pretrained(folder)
-    for path in tiny_qwen3_vl.iterdir():
-        if path.name not in ("config.json", "generation_config.json", "model.safetensors"):
-            shutil.copy(path, folder / path.name)
-    processor_config = folder / "processor_config.json"
-    data = json.loads(processor_config.read_text())
-    video = {k: v for k, v in data["image_processor"].items() if k != "image_processor_type"}
-    data["video_processor"] = {**video, "video_processor_type": "Qwen3VLVideoProcessor"}
-    processor_config.write_text(json.dumps(data, indent=2))
-    return folder
+    """The tiny Qwen3-VL, made loadable by vLLM on a CPU (heads of 32 dimensions, a video
+    processor named)."""
+    return vllm_ready_qwen3_vl(tiny_qwen3_vl, tmp_path_factory.mktemp("tiny-qwen3-vl-vllm"))
 
 
 def make_adapter(folder: Path, model: Path, rank: int = 8) -> Path:

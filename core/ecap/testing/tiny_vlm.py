@@ -482,6 +482,43 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
+def vllm_ready_qwen3_vl(tiny: Path, folder: Path) -> Path:
+    """A copy of the tiny Qwen3-VL at ``tiny`` that vLLM's CPU build loads, saved to ``folder``.
+
+    vLLM's CPU attention needs heads of 32 or more dimensions (the tiny model's are 16), and vLLM
+    builds the full processor, so the folder names a video processor, as published checkpoints
+    do (transformers still loads it image-only). Weights are random again (seed 0), with the
+    output rows of special tokens zeroed as in the tiny model, so answers never end early.
+    """
+    import torch
+
+    transformers = _transformers()
+    config = transformers.AutoConfig.from_pretrained(tiny)
+    config.text_config.head_dim = 32
+    config.text_config.rope_parameters = {
+        **config.text_config.rope_parameters,
+        "mrope_section": [8, 4, 4],  # must add up to head_dim / 2
+    }
+    torch.manual_seed(0)
+    model = transformers.AutoModelForImageTextToText.from_config(config)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny)
+    with torch.no_grad():
+        special = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.added_tokens_encoder]
+        model.get_output_embeddings().weight[special] = 0
+    model.generation_config = transformers.GenerationConfig.from_pretrained(tiny)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for path in tiny.iterdir():
+        if path.name not in ("config.json", "generation_config.json", "model.safetensors"):
+            shutil.copy(path, folder / path.name)
+    processor_config = folder / "processor_config.json"
+    data = json.loads(processor_config.read_text())
+    video = {k: v for k, v in data["image_processor"].items() if k != "image_processor_type"}
+    data["video_processor"] = {**video, "video_processor_type": "Qwen3VLVideoProcessor"}
+    processor_config.write_text(json.dumps(data, indent=2))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m ecap.testing.tiny_vlm ARCHITECTURE FOLDER [--size small] [--corpus FILE]``:
     build one model into FOLDER. ``--corpus`` (one sentence per line) trains the tokenizer on the
@@ -509,7 +546,14 @@ def main(argv: list[str] | None = None) -> None:
     print(args.folder)
 
 
-__all__ = ["ARCHITECTURES", "BUILDER_VERSION", "build_tiny_vlm", "main", "tiny_vlm_cache_dir"]
+__all__ = [
+    "ARCHITECTURES",
+    "BUILDER_VERSION",
+    "build_tiny_vlm",
+    "main",
+    "tiny_vlm_cache_dir",
+    "vllm_ready_qwen3_vl",
+]
 
 if __name__ == "__main__":
     main()
