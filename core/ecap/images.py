@@ -254,8 +254,65 @@ def prepare_image(
     the original bytes (lossless and cheapest); anything else is re-encoded as PNG.
     ``ImageReadError`` (or its subclass :class:`ImageChanged`) says what is wrong.
     """
-    from PIL import Image, ImageOps
+    data = _read_checked(ref)
+    return _prepare_bytes(ref, data, max_pixels, max_input_pixels)
 
+
+@dataclass(frozen=True)
+class DeferredImage:
+    """An image ready to send before its pixels are decoded: :func:`prepare_image_deferred`.
+
+    ``image`` is what :func:`prepare_image` returns when the file's header told the truth.
+    :meth:`confirm` decodes the pixels, the check still owed, while a model works on ``image``.
+    """
+
+    image: PreparedImage
+    pending: Callable[[], PreparedImage] | None = field(default=None, repr=False)
+
+    def confirm(self) -> PreparedImage:
+        """What :func:`prepare_image` gives for these bytes: ``image``, unless decoding fails
+        (``ImageReadError``: a truncated or corrupt file) or finds an EXIF orientation stored
+        after the pixels (a PNG's late eXIf chunk), which turns the image and so changes it."""
+        return self.pending() if self.pending is not None else self.image
+
+
+def prepare_image_deferred(
+    ref: ImageRef, *, max_pixels: int | None = None, max_input_pixels: int = 64_000_000
+) -> DeferredImage:
+    """:func:`prepare_image`, leaving the full decode for later where the header allows.
+
+    For an engine that decodes the image anyway (vLLM, transformers): ecap's own decode then
+    need not come first, one image after another, but can run while the engine works. The
+    bytes are read and checked against ``ref.sha256`` now, and the header (size, mode, format,
+    EXIF in the header) is read now; an image that will go as its own bytes is returned with
+    the decode pending, any other is prepared fully now. Whoever sends ``image`` must
+    :meth:`~DeferredImage.confirm` it and use the confirmed image's verdict.
+    """
+    from PIL import Image
+
+    data = _read_checked(ref)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _within_input_limit(ref, image, max_input_pixels)
+            kind = image.format or ""
+            small = max_pixels is None or image.width * image.height <= max_pixels
+            as_is = image.mode == "RGB" and kind in PASS_THROUGH and small
+            if as_is and "exif" not in image.info:
+                mime = f"image/{kind.lower()}"
+            else:
+                return DeferredImage(_prepare_bytes(ref, data, max_pixels, max_input_pixels))
+    except ImageReadError:
+        raise
+    except Exception as exc:  # as in prepare_image: hostile bytes may raise anything
+        raise ImageReadError(f"{ref.uri}: not a readable image ({exc})") from exc
+    return DeferredImage(
+        PreparedImage(data, mime, ref.sha256),
+        functools.partial(_prepare_bytes, ref, data, max_pixels, max_input_pixels),
+    )
+
+
+def _read_checked(ref: ImageRef) -> bytes:
+    """The bytes ``ref`` points at, which must hash to ``ref.sha256``."""
     data = read_bytes(ref.uri)
     actual = hashlib.sha256(data).hexdigest()
     if actual != ref.sha256:
@@ -263,19 +320,31 @@ def prepare_image(
             f"{ref.uri} changed on disk since it was imported (sha256 {actual[:12]}..., "
             f"expected {ref.sha256[:12]}...); import the pairs again"
         )
+    return data
+
+
+def _within_input_limit(ref: ImageRef, image: PILImage.Image, max_input_pixels: int) -> None:
+    if image.width * image.height > max_input_pixels:
+        raise ImageReadError(
+            f"{ref.uri}: {image.width}x{image.height} is over max_input_pixels={max_input_pixels}"
+        )
+
+
+def _prepare_bytes(
+    ref: ImageRef, data: bytes, max_pixels: int | None, max_input_pixels: int
+) -> PreparedImage:
+    """:func:`prepare_image` for bytes already read and checked against ``ref.sha256``."""
+    from PIL import Image, ImageOps
+
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _within_input_limit(ref, image, max_input_pixels)
             pixels = image.width * image.height
-            if pixels > max_input_pixels:
-                raise ImageReadError(
-                    f"{ref.uri}: {image.width}x{image.height} is over "
-                    f"max_input_pixels={max_input_pixels}"
-                )
             image.load()
             rotated = image.getexif().get(ORIENTATION, 1) not in (1, None)
             small = max_pixels is None or pixels <= max_pixels
             if small and not rotated and image.mode == "RGB" and image.format in PASS_THROUGH:
-                return PreparedImage(data, f"image/{image.format.lower()}", actual)
+                return PreparedImage(data, f"image/{image.format.lower()}", ref.sha256)
             upright = ImageOps.exif_transpose(image).convert("RGB")
     except ImageReadError:
         raise

@@ -27,7 +27,15 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from ecap.errors import EcapError, did_you_mean
-from ecap.images import ImageChanged, ImageReadError, prepare_image
+from ecap.images import (
+    DeferredImage,
+    ImageChanged,
+    ImageReadError,
+    PreparedImage,
+    across_cores,
+    prepare_image,
+    prepare_image_deferred,
+)
 from ecap.interfaces import Captioner, PluginConfig, PluginContext
 from ecap.models import ModelRef, StepModel
 from ecap.records import Instruction, Item, SampleError
@@ -35,6 +43,8 @@ from ecap.vlm import (
     TRUNCATED,
     BackendOptions,
     Generation,
+    LocalBackend,
+    Outcome,
     Sampling,
     VLMBackend,
     VLMRequest,
@@ -245,17 +255,22 @@ class VLMCaptioner(Captioner):
         return dict(self.config.template_kwargs)
 
     def request_for(self, item: Item) -> VLMRequest:
-        pair, config = item.pair, self.config
-        images = [
+        """The request for ``item``, its images prepared (:func:`ecap.images.prepare_image`)."""
+        config, pair = self.config, item.pair
+        source, target = (
             prepare_image(
                 ref, max_pixels=config.max_image_pixels, max_input_pixels=config.max_input_pixels
             )
             for ref in (pair.source, pair.target)
-        ]
+        )
+        return self._request(item, source, target)
+
+    def _request(self, item: Item, source: PreparedImage, target: PreparedImage) -> VLMRequest:
+        config = self.config
         return VLMRequest(
-            prompt=render(config.prompt, pair),
-            source=images[0],
-            target=images[1],
+            prompt=render(config.prompt, item.pair),
+            source=source,
+            target=target,
             sampling=config.sampling,
             n=config.n,
             system=config.system,
@@ -264,31 +279,67 @@ class VLMCaptioner(Captioner):
             template_kwargs=self.template_kwargs(),
         )
 
-    def _prepare(self, batch: Sequence[Item]) -> list[VLMRequest | SampleError]:
-        prepared: list[VLMRequest | SampleError] = []
+    def _read(self, batch: Sequence[Item]) -> list[tuple[DeferredImage, ...] | SampleError]:
+        """Each pair's images read, checked against their hashes and their headers read: the
+        quick part of preparing them, one pair after another."""
+        config = self.config
+        read: list[tuple[DeferredImage, ...] | SampleError] = []
         for item in batch:
             try:
-                prepared.append(self.request_for(item))
+                read.append(
+                    tuple(
+                        prepare_image_deferred(
+                            ref,
+                            max_pixels=config.max_image_pixels,
+                            max_input_pixels=config.max_input_pixels,
+                        )
+                        for ref in (item.pair.source, item.pair.target)
+                    )
+                )
             except ImageReadError as exc:
-                kind = "ImageChanged" if isinstance(exc, ImageChanged) else "ImageError"
-                prepared.append(SampleError(error_type=kind, message=str(exc)))
-        return prepared
+                read.append(_image_error(exc))
+        return read
 
     async def acaption(self, batch: Sequence[Item]) -> list[list[Instruction] | SampleError]:
-        prepared = await asyncio.to_thread(self._prepare, batch)
-        requests = [p for p in prepared if isinstance(p, VLMRequest)]
-        outcomes = iter(await self.backend.generate(requests) if requests else [])
-        results: list[list[Instruction] | SampleError] = []
-        for item, request in zip(batch, prepared, strict=True):
-            if isinstance(request, SampleError):
-                results.append(request)
-                continue
-            outcome = next(outcomes)
-            if isinstance(outcome, SampleError):
-                results.append(outcome)
+        """Images are read and hash-checked first; their full decode (the slow part) runs on
+        every core, and, for a local engine, which decodes them anyway, while the engine works
+        on the batch: a pair whose check then fails gets its image error whatever the engine
+        answered, and one whose image the decode changed (an EXIF orientation stored after the
+        pixels) is asked again with the turned image. A remote API is asked only once the
+        images passed, so that no paid call is spent on an image that fails."""
+        read = await asyncio.to_thread(self._read, batch)
+        results: list[list[Instruction] | SampleError | None] = [
+            r if isinstance(r, SampleError) else None for r in read
+        ]
+        waiting = [(i, r) for i, r in enumerate(read) if not isinstance(r, SampleError)]
+        if not waiting:
+            return [r for r in results if r is not None]
+        confirming = asyncio.to_thread(across_cores, _confirmed, [images for _, images in waiting])
+        sent: dict[int, Outcome] = {}
+        if isinstance(self.backend, LocalBackend):
+            requests = [
+                self._request(batch[i], *(image.image for image in images)) for i, images in waiting
+            ]
+            outcomes, confirmed = await asyncio.gather(self.backend.generate(requests), confirming)
+            sent = {i: outcome for (i, _), outcome in zip(waiting, outcomes, strict=True)}
+        else:
+            confirmed = await confirming
+        again: dict[int, VLMRequest] = {}
+        for (i, images), checked in zip(waiting, confirmed, strict=True):
+            if isinstance(checked, SampleError):
+                results[i] = checked
+            elif i in sent and checked == tuple(image.image for image in images):
+                results[i] = self._result(batch[i], sent[i])
             else:
-                results.append(self._instructions(item, outcome))
-        return results
+                again[i] = self._request(batch[i], *checked)
+        if again:
+            outcomes = await self.backend.generate(list(again.values()))
+            for i, outcome in zip(again, outcomes, strict=True):
+                results[i] = self._result(batch[i], outcome)
+        return [r for r in results if r is not None]
+
+    def _result(self, item: Item, outcome: Outcome) -> list[Instruction] | SampleError:
+        return outcome if isinstance(outcome, SampleError) else self._instructions(item, outcome)
 
     def _instructions(self, item: Item, generation: Generation) -> list[Instruction] | SampleError:
         config = self.config
@@ -348,6 +399,19 @@ class VLMCaptioner(Captioner):
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+def _image_error(exc: ImageReadError) -> SampleError:
+    kind = "ImageChanged" if isinstance(exc, ImageChanged) else "ImageError"
+    return SampleError(error_type=kind, message=str(exc))
+
+
+def _confirmed(images: tuple[DeferredImage, ...]) -> tuple[PreparedImage, ...] | SampleError:
+    """A pair's images, fully decoded (:meth:`DeferredImage.confirm`), or why one failed."""
+    try:
+        return tuple(image.confirm() for image in images)
+    except ImageReadError as exc:
+        return _image_error(exc)
 
 
 __all__ = ["VLMCaptioner", "VLMCaptionerConfig"]
