@@ -28,11 +28,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ecap.interfaces import Annotator, PluginConfig, PluginContext
 from ecap.records import Instruction, Item, Preference, SampleError, Verdict
-from ecap_labelstudio.source import LabelStudioConfig
 
 from .judge import (
     HALLUCINATION,
@@ -92,23 +91,28 @@ class ShapesAnnotatorConfig(PluginConfig):
         le=5,
         description="prefer: a model instruction whose shapes-rules S is below this is a failure",
     )
-    label_studio: LabelStudioConfig | None = Field(
+    label_studio: Any = Field(
         None,
         description="route the tasks through this Label Studio project (the label-studio "
         "annotator's settings; its task is this one's): the simulated annotator answers them "
         "there as its own user, and the answers are read back as people's are",
     )
 
-    @model_validator(mode="before")
+    @field_validator("label_studio")
     @classmethod
-    def _label_studio_does_this_task(cls, data: Any) -> Any:
-        """``label_studio`` takes its task from ``task``; it is not said twice."""
-        if isinstance(data, dict) and isinstance(data.get("label_studio"), dict):
-            routed = data["label_studio"]
-            if "task" in routed:
-                raise ValueError("label_studio.task: set `task` instead (the route does that task)")
-            data = {**data, "label_studio": {**routed, "task": data.get("task", "refine")}}
-        return data
+    def _label_studio_does_this_task(cls, value: Any, info: ValidationInfo) -> Any:
+        """``label_studio`` takes its task from ``task`` (not said twice) and becomes the
+        label-studio annotator's own config: its errors name the field, and its secrets and
+        transport fields are treated as that plugin's are."""
+        if value is None or isinstance(value, PluginConfig):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("label_studio: expected a mapping of the label-studio settings")
+        if "task" in value:
+            raise ValueError("label_studio.task: set `task` instead (the route does that task)")
+        from .label_studio import label_studio_config
+
+        return label_studio_config({**value, "task": info.data.get("task", "refine")})
 
 
 class NotAShapesPair(ValueError):

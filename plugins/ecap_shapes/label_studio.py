@@ -1,7 +1,8 @@
 """The ``shapes-annotator`` through a Label Studio server, when its config names one.
 
 The tasks are ``annotate: label-studio``'s own (same project layout, same task data, made by that
-plugin), so a ShapesEdit run exercises the human loop end to end: the simulated annotator answers
+plugin, which this module reaches through the plugin registry, not by importing it), so a
+ShapesEdit run exercises the human loop end to end: the simulated annotator answers
 each open task through the server's API as a person's browser would (result items for the
 project's controls, a lead time, as its own user :data:`SIMULATED_USER`), and the answers are read
 back by the label-studio plugin exactly as it reads people's. The records it makes carry that
@@ -20,23 +21,30 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ecap.interfaces import PluginContext
+from ecap.interfaces import PluginConfig, PluginContext
+from ecap.plugins import get_registry
 from ecap.records import Instruction, Item, SampleError
-from ecap_labelstudio.configs import shipped
-from ecap_labelstudio.source import LabelStudioAnnotator, LabelStudioConfig
 
 #: The Label Studio user the simulated annotator answers as (created on first use).
 SIMULATED_USER = "simulated-shapes-annotator@example.com"
 #: Seconds recorded as each answer's lead time (a script answers at once; this is not measured).
 LEAD_TIME = 1.0
+#: The registered annotator whose tasks these are.
+LABEL_STUDIO = ("annotate", "label-studio")
 Result = dict[str, Any]
+
+
+def label_studio_config(settings: dict[str, Any]) -> PluginConfig:
+    """``settings`` validated by the label-studio annotator's own config model (its errors name
+    the field), through the registry."""
+    return get_registry().get(*LABEL_STUDIO).cls.Config.model_validate(settings)
 
 
 class LabelStudioRoute:
     """Push to, answer in, and pull from one Label Studio project."""
 
-    def __init__(self, config: LabelStudioConfig, context: PluginContext, annotator: Any) -> None:
-        self.project = LabelStudioAnnotator(config, context)
+    def __init__(self, config: Any, context: PluginContext, annotator: Any) -> None:
+        self.project: Any = get_registry().get(*LABEL_STUDIO).cls(config, context)
         self.config = config
         #: The simulated annotator's decisions (``ecap_shapes.annotator``), passed in so this
         #: module does not import it back.
@@ -118,16 +126,16 @@ class LabelStudioRoute:
         ]
 
     def _evaluate(self, item: Item) -> list[Result]:
+        """The checklist's codes at the most severe level, ticked by their aliases (the codes
+        themselves), which label-studio reads as the choices they name."""
         codes = self.annotator.grade(item)
         if not codes:
             return [self._choices("verdict", "instruction", ["correct"])]
         level = min(code.split(":")[0] for code in codes)  # "P0" < "P1" < "P2"
         worst = [code for code in codes if code.startswith(level + ":")]
-        labels = shipped("evaluate").controls[level.lower()].choices  # shown value -> code
-        shown = {code: value for value, code in labels.items()}
         return [
             self._choices("verdict", "instruction", ["defective"]),
-            self._choices(level.lower(), "instruction", [shown[code] for code in worst]),
+            self._choices(level.lower(), "instruction", worst),
         ]
 
     def _control(self, name: str) -> str:
