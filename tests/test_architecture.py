@@ -4,6 +4,8 @@
   through entry points exactly like third-party ones;
 - plugins never import CLI internals (``ecap.cli``; ``ecap.cli_api`` is their public module) nor
   the store's table layouts (``ecap.store.schema``): they read the store through its API;
+- a plugin never imports another plugin: what two share lives in the core, and one that drives
+  another finds it through the registry;
 - ``ecap.testing`` imports no built-in plugin;
 - no module imports a heavy dependency at import time (only inside the function that needs it),
   so ``ecap --help`` and ``import ecap_<plugin>`` stay fast whatever is installed.
@@ -96,6 +98,17 @@ def test_plugins_use_public_apis_only(forbidden: str) -> None:
         for path in _sources(PLUGINS)
         for module, _ in _imports(path)
         if _is(module, forbidden)
+    ]
+    assert not offenders
+
+
+def test_a_plugin_never_imports_another_plugin() -> None:
+    offenders = [
+        f"{_name(path)} imports {module}"
+        for path in _sources(PLUGINS)
+        for module, _ in _imports(path)
+        if module.split(".")[0].startswith("ecap_")
+        and module.split(".")[0] != _name(path).split("/")[0]
     ]
     assert not offenders
 

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from ecap.records import Reference
+from ecap.rubric import Axis, Scoring, UnparsableAnswer, parse_answer
+from ecap.rubric.terms import vague_terms_in
 from ecap.store.schema import ApiCall, SampleFailure
 from ecap.testing import FakeLLMServer, query_store, run_spec
 from ecap_judges.engine import JOB_FAILED
 from ecap_judges.prompts import default_rubric
-from ecap_judges.rubric import Axis, Scoring, UnparsableAnswer, parse_answer
-from ecap_judges.terms import vague_terms_in
 
 DRESS = Reference(
     pair_id="p",

@@ -7,14 +7,14 @@ import json
 import pytest
 
 from ecap.records import Reference
-from ecap_judges.prompts import default_rubric
-from ecap_judges.rubric import (
+from ecap.rubric import (
     AccuracyAnswer,
     Axis,
     Rubric,
     UnparsableAnswer,
     parse_answer,
 )
+from ecap_judges.prompts import default_rubric
 
 DRESS = Reference(
     pair_id="p",

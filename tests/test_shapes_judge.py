@@ -9,8 +9,7 @@ import pytest
 
 from ecap.interfaces import PluginContext
 from ecap.records import Instruction, Item, Pair, Reference, SampleError, Verdict
-from ecap_judges.prompts import default_rubric
-from ecap_judges.rubric import (
+from ecap.rubric import (
     AccuracyAnswer,
     ClarityAnswer,
     CompletenessAnswer,
@@ -19,6 +18,7 @@ from ecap_judges.rubric import (
     clarity_score,
     completeness_score,
 )
+from ecap_judges.prompts import default_rubric
 from ecap_shapes.grammar import parse
 from ecap_shapes.judge import ShapesRulesConfig, ShapesRulesJudge
 from ecap_shapes.operations import OPERATIONS

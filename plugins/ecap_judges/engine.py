@@ -37,9 +37,9 @@ from ecap.interfaces import Judge, transport_field
 from ecap.providers import HostedEndpoint
 from ecap.records import Item, Reference, SampleError, Verdict
 from ecap.remote import RemoteCaller, RemotePolicy, Reply, estimate_tokens
+from ecap.rubric import Axis, Rubric, Scoring, UnparsableAnswer, format_reference
 
 from .prompts import SYSTEM, default_rubric
-from .rubric import Axis, Rubric, Scoring, UnparsableAnswer, format_reference
 
 
 @dataclass(frozen=True)

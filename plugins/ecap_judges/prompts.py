@@ -1,13 +1,13 @@
 """The default rubric's prompts. The rules and numbers are the EditCaption paper's (appendix B);
 the wording is ours. Each prompt judges one axis and asks for facts as JSON; the scoring rules are
-applied to those facts in code (see rubric.py).
+applied to those facts in code (see :mod:`ecap.rubric`).
 
 The judge is not told which model wrote the instruction, so that scores stay blind.
 """
 
 from __future__ import annotations
 
-from .rubric import Axis, Rubric
+from ecap.rubric import PAPER_WEIGHTS, Axis, Rubric
 
 SYSTEM = (
     "You grade image-editing instructions. You see the source image first and the edited image "
@@ -100,8 +100,11 @@ def default_rubric() -> Rubric:
     """The paper's three axes with weights 0.4 / 0.4 / 0.2."""
     return Rubric(
         axes=[
-            Axis(name="accuracy", weight=0.4, prompt=ACCURACY, rule="accuracy"),
-            Axis(name="completeness", weight=0.4, prompt=COMPLETENESS, rule="completeness"),
-            Axis(name="clarity", weight=0.2, prompt=CLARITY, rule="clarity"),
+            Axis(name=name, weight=PAPER_WEIGHTS[name], prompt=prompt, rule=name)
+            for name, prompt in (
+                ("accuracy", ACCURACY),
+                ("completeness", COMPLETENESS),
+                ("clarity", CLARITY),
+            )
         ]
     )

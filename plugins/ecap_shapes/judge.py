@@ -4,7 +4,7 @@ No model is asked anything. The instruction is read into assertions (:mod:`.gram
 assertion is checked against the reference's machine-readable changes, and the facts an LLM judge
 would be asked for (which primary change is hit, hallucinations, major and minor errors, vague
 terms, missing attributes) are handed to the same rule functions the LLM judges use
-(:mod:`ecap_judges.rubric`: coverage lookup, accuracy caps, clarity ceilings, weights), so a rules
+(:mod:`ecap.rubric`: coverage lookup, accuracy caps, clarity ceilings, weights), so a rules
 verdict and an LLM verdict on the same facts give the same numbers.
 
 Checking an assertion against a change:
@@ -38,8 +38,9 @@ from pydantic import Field
 
 from ecap.interfaces import Judge, PluginConfig
 from ecap.records import Item, Reference, SampleError, Verdict
-from ecap_judges.prompts import default_rubric
-from ecap_judges.rubric import (
+from ecap.rubric import (
+    PAPER_WEIGHTS,
+    RUBRIC_ID,
     AccuracyAnswer,
     ChangeCheck,
     ClarityAnswer,
@@ -49,6 +50,7 @@ from ecap_judges.rubric import (
     clarity_score,
     completeness_score,
     forbidden_terms,
+    weighted,
 )
 
 from .grammar import SHAPE, Assertion, Mention, parse
@@ -563,7 +565,6 @@ def score(item: Item, config: ShapesRulesConfig) -> Verdict:
     labels = set(checked.labels)
     if vague:
         labels.add(VAGUE_TERMS)
-    rubric = default_rubric()
     axes = {
         "accuracy": accuracy_score(accuracy, reference, text, config.scoring),
         "completeness": completeness_score(completeness, reference, text, config.scoring),
@@ -582,10 +583,10 @@ def score(item: Item, config: ShapesRulesConfig) -> Verdict:
             "clarity": clarity.reasoning,
         },
         labels=sorted(labels),
-        weighted=rubric.weighted(axes),
+        weighted=weighted(axes),
         meta={
-            "rubric": rubric.id,
-            "weights": {a.name: a.weight for a in rubric.axes},
+            "rubric": RUBRIC_ID,
+            "weights": PAPER_WEIGHTS,
             "answers": {
                 "accuracy": accuracy.model_dump(),
                 "completeness": completeness.model_dump(),

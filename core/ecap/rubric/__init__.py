@@ -1,5 +1,9 @@
 """The EditCaption judging rubric as data, with its deterministic rules applied in code.
 
+It lives in the core because two kinds of judge share it: the LLM judges (``ecap_judges``, which
+add the prompts) and judges that compute the same facts by rule (``shapes-rules``), so both score
+with one set of lookups, caps and weights.
+
 The paper judges an instruction on three independent axes, each in its own call with the source
 image, the target image, the structured reference and the instruction:
 
@@ -48,6 +52,15 @@ from ecap.records import Reference
 from .terms import vague_terms_in
 
 RUBRIC_ID = "editcaption-v2"
+#: The paper's weights: S = 0.4 Accuracy + 0.4 Completeness + 0.2 Clarity.
+PAPER_WEIGHTS = {"accuracy": 0.4, "completeness": 0.4, "clarity": 0.2}
+
+
+def weighted(scores: dict[str, float], weights: dict[str, float] = PAPER_WEIGHTS) -> float:
+    """S: the weighted sum of the axis scores, rounded as every verdict stores it."""
+    return round(sum(weight * scores[name] for name, weight in weights.items()), 4)
+
+
 CLARITY_CEILINGS = {0: 5.0, 1: 3.0, 2: 2.5}  # 3 or more -> 2.0
 COMPLETENESS_BANDS = ((1.0, 5.0), (0.75, 4.5), (0.60, 4.0), (0.50, 3.0), (0.20, 2.0))
 
@@ -182,7 +195,7 @@ def completeness_score(
 
 
 def forbidden_terms(answer_terms: list[str], instruction: str, scoring: Scoring) -> list[str]:
-    """The forbidden terms the instruction really contains (see :mod:`ecap_judges.terms`)."""
+    """The forbidden terms the instruction really contains (see :mod:`ecap.rubric.terms`)."""
     return vague_terms_in(instruction, answer_terms, scoring.extra_vague_terms)
 
 
@@ -253,7 +266,7 @@ class Rubric(BaseModel):
     axes: list[Axis]
 
     def weighted(self, scores: dict[str, float]) -> float:
-        return round(sum(a.weight * scores[a.name] for a in self.axes), 4)
+        return weighted(scores, {a.name: a.weight for a in self.axes})
 
 
 def parse_answer(text: str, model: type[BaseModel]) -> BaseModel:
