@@ -38,9 +38,18 @@ def query(spec: Path, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 
 def ecap(*args: str) -> Any:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    """``ecap ARGS --json``'s answer, parsed."""
+    result = CliRunner().invoke(cli, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result
+    return json.loads(result.output)
+
+
+def build(spec: Path, out: Path, *options: str, fmt: str = "jsonl") -> list[dict[str, Any]]:
+    """``ecap dataset build`` of the spec's ``captions`` step into ``out``: one row per split."""
+    return ecap(
+        "dataset", "build", "--step", "captions", "--format", fmt, "-o", str(out),
+        "--store", str(spec), *options,
+    )  # fmt: skip
 
 
 # -- the split of a pair ----------------------------------------------------------------------
@@ -152,25 +161,10 @@ def test_dataset_build_writes_each_split_and_records_it_with_lineage(
     spec.write_text(head)  # first only the data: training comes after the build
     assert run_spec(spec).status == "complete"
 
-    out = tmp_path / "frozen"
-    built = ecap(
-        "dataset",
-        "build",
-        "--step",
-        "captions",
-        "--format",
-        "jsonl",
-        "-o",
-        str(out),
-        "--validation-fraction",
-        "0.2",
-        "--test-fraction",
-        "0.3",
-        "--store",
-        str(spec),
-        "--json",
+    built = build(
+        spec, tmp_path / "frozen", "--validation-fraction", "0.2", "--test-fraction", "0.3"
     )
-    sides = {row["split"]: row for row in json.loads(built.output)}
+    sides = {row["split"]: row for row in built}
     assert set(sides) == {"train", "validation", "test"}
     assert sum(s["count"] for s in sides.values()) == 24
     for split, side in sides.items():
@@ -180,10 +174,7 @@ def test_dataset_build_writes_each_split_and_records_it_with_lineage(
         assert {hashed_split(r["pair_id"], 0.2, 0.3) for r in written} == {split}
 
     # Each split is a Dataset of its own, with a used edge to every pair it holds.
-    listed = {
-        d["split"]: d
-        for d in json.loads(ecap("dataset", "list", "--store", str(spec), "--json").output)
-    }
+    listed = {d["split"]: d for d in ecap("dataset", "list", "--store", str(spec))}
     test = listed["test"]
     assert test["count"] == sides["test"]["count"] and test["name"] == "captions/test"
     assert query(
@@ -218,23 +209,7 @@ def test_dataset_build_prefers_each_pairs_latest_human_instruction(
     answers.write_text(json.dumps({tasks[0]: "Make the sky purple, by a human."}))
     run_spec(spec)
 
-    out = tmp_path / "frozen"
-    rows = json.loads(
-        ecap(
-            "dataset",
-            "build",
-            "--step",
-            "captions",
-            "--format",
-            "jsonl",
-            "-o",
-            str(out),
-            "--store",
-            str(spec),
-            "--json",
-        ).output
-    )
-    [train] = rows
+    [train] = build(spec, tmp_path / "frozen")
     written = [json.loads(line) for line in Path(train["uri"]).read_text().splitlines()]
     texts = sorted(r["instruction"] for r in written)
     assert len(texts) == 6 and texts.count("Make the sky purple, by a human.") == 1
@@ -255,21 +230,7 @@ def test_pairs_a_benchmark_declares_test_land_in_the_test_split_of_trl_rows(
     )
     assert run_spec(spec).status == "complete"
     out = tmp_path / "frozen"
-    sides = json.loads(
-        ecap(
-            "dataset",
-            "build",
-            "--step",
-            "captions",
-            "--format",
-            "sft",
-            "-o",
-            str(out),
-            "--store",
-            str(spec),
-            "--json",
-        ).output
-    )
+    sides = build(spec, out, fmt="sft")
     counts = {side["split"]: side["count"] for side in sides}
     assert counts == {"train": 4, "test": 2}
     test_rows = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
