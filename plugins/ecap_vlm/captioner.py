@@ -1,6 +1,7 @@
 """The ``vlm`` captioner: any VLM on any backend writes editing instructions for pairs.
 
-For each pair it prepares both images (:func:`ecap.images.prepare_image`), renders the prompt
+For each pair it prepares both images (:func:`ecap.images.prepare_image`; for a local engine
+the full decode runs while the engine works, see :meth:`VLMCaptioner.acaption`), renders the prompt
 template, asks the backend for ``n`` answers, cleans each (:mod:`ecap_vlm.cleaning`) and returns
 them as candidate instructions whose ``author`` names the exact weights (:class:`ModelIdentity`).
 A pair whose image cannot be read or changed since import, whose request fails, or any of whose
