@@ -455,6 +455,10 @@ def test_a_model_vllm_cannot_load_fails_with_vllms_reason(vllm_python: str, tmp_
 # -- a real vLLM server, through the openai-compatible backend --------------------------------
 
 
+#: The log of each running vLLM server, by its API root, for a failing test to show.
+SERVER_LOGS: dict[str, Path] = {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -509,6 +513,7 @@ def vllm_server(
             if time.monotonic() > deadline:
                 pytest.fail(f"the vLLM server did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
+        SERVER_LOGS[f"http://127.0.0.1:{port}/v1"] = log_path
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.terminate()
@@ -517,6 +522,14 @@ def vllm_server(
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def _answers(api_root: str) -> bool:
+    try:
+        with urllib.request.urlopen(api_root.removesuffix("/v1") + "/health", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def test_a_vllm_server_answers_the_openai_compatible_backend_as_the_offline_engine_does(
@@ -539,7 +552,11 @@ def test_a_vllm_server_answers_the_openai_compatible_backend_as_the_offline_engi
         remote.close()
     offline = asyncio.run(captioner.backend.generate(requests))
 
-    assert all(isinstance(g, Generation) for g in served), served
+    assert all(isinstance(g, Generation) for g in served), (
+        served,
+        f"server alive: {_answers(vllm_server)}",
+        SERVER_LOGS[vllm_server].read_text()[-3000:],
+    )
     assert [g.tokens_in for g in served[:3]] == [g.tokens_in for g in offline]
     assert [g.texts for g in served[:3]] == [g.texts for g in offline]
     candidates = served[3]
