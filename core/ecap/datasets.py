@@ -87,18 +87,18 @@ def held_out_pairs(store: Store, pair_ids: Iterable[str]) -> dict[str, str]:
     """Pair id -> where it was held out, for each of ``pair_ids`` the store holds out."""
     from sqlalchemy import select
 
-    from .store.schema import DatasetRow, Edge, PairRow, StepRun
+    from .store.tables import datasets, edges, pairs, step_runs
 
     wanted = list(dict.fromkeys(pair_ids))
     found: dict[str, str] = {}
     with store.engine.connect() as conn:
         for chunk in _chunks(wanted):
-            pairs = conn.execute(
-                select(PairRow.id, PairRow.meta, StepRun.step_id, StepRun.run_id)
-                .outerjoin(StepRun, StepRun.id == PairRow.step_run_id)
-                .where(PairRow.id.in_(chunk))
+            declared = conn.execute(
+                select(pairs.c.id, pairs.c.meta, step_runs.c.step_id, step_runs.c.run_id)
+                .outerjoin(step_runs, step_runs.c.id == pairs.c.step_run_id)
+                .where(pairs.c.id.in_(chunk))
             )
-            for pair_id, meta, step_id, run_id in pairs:
+            for pair_id, meta, step_id, run_id in declared:
                 split = meta.get("split") if isinstance(meta, dict) else None
                 if isinstance(split, str) and split.strip().lower() == HELD_OUT:
                     found.setdefault(
@@ -107,13 +107,13 @@ def held_out_pairs(store: Store, pair_ids: Iterable[str]) -> dict[str, str]:
                         f"{str(run_id)[:8]})",
                     )
             uses = conn.execute(
-                select(Edge.dst_id, DatasetRow.id, DatasetRow.name, DatasetRow.meta)
-                .join(DatasetRow, DatasetRow.id == Edge.src_id)
+                select(edges.c.dst_id, datasets.c.id, datasets.c.name, datasets.c.meta)
+                .join(datasets, datasets.c.id == edges.c.src_id)
                 .where(
-                    Edge.src_type == "dataset",
-                    Edge.verb == "used",
-                    Edge.dst_type == "pair",
-                    Edge.dst_id.in_(chunk),
+                    edges.c.src_type == "dataset",
+                    edges.c.verb == "used",
+                    edges.c.dst_type == "pair",
+                    edges.c.dst_id.in_(chunk),
                 )
             )
             for pair_id, dataset_id, name, meta in uses:
@@ -138,16 +138,16 @@ def held_out_among(items: Sequence[Item], held_out: dict[str, str]) -> dict[str,
     return reasons
 
 
-def refuse_held_out(items: Sequence[Item], held_out: dict[str, str], step_id: str) -> None:
-    """Raise :class:`HeldOutPairError` naming the held-out pairs among ``items``, if any."""
-    reasons = held_out_among(items, held_out)
+def refuse_held_out(reasons: dict[str, str], inputs: int, step_id: str) -> None:
+    """Raise :class:`HeldOutPairError` naming the held-out pairs (``reasons``, from
+    :func:`held_out_among`) among a step's ``inputs`` items, if there are any."""
     if not reasons:
         return
     bad = list(reasons)
     named = "; ".join(f"pair {pid[:12]}: {reasons[pid]}" for pid in bad[:NAMED_IN_ERRORS])
     more = f" (and {len(bad) - NAMED_IN_ERRORS} more)" if len(bad) > NAMED_IN_ERRORS else ""
     raise HeldOutPairError(
-        f"step '{step_id}' would train on {len(bad)} of {len(items)} pairs held out for testing "
+        f"step '{step_id}' would train on {len(bad)} of {inputs} pairs held out for testing "
         f"— {named}{more}. A model trained on its test pairs scores what it memorised; give the "
         "step only training pairs (import the test set in its own step), or set the trainer's "
         "`held_out: leave_out` to train without them"
@@ -167,16 +167,16 @@ def latest_human_instructions(store: Store, pair_ids: Iterable[str]) -> dict[str
     correction from any run), for pairs that have one."""
     from sqlalchemy import select
 
-    from .store.schema import InstructionRow
+    from .store.tables import instructions
 
     wanted = list(dict.fromkeys(pair_ids))
     newest: dict[str, str] = {}
     with store.engine.connect() as conn:
         for chunk in _chunks(wanted):
             rows = conn.execute(
-                select(InstructionRow.pair_id, InstructionRow.id)
-                .where(InstructionRow.pair_id.in_(chunk), InstructionRow.origin == "human")
-                .order_by(InstructionRow.created_at, InstructionRow.id)
+                select(instructions.c.pair_id, instructions.c.id)
+                .where(instructions.c.pair_id.in_(chunk), instructions.c.origin == "human")
+                .order_by(instructions.c.created_at, instructions.c.id)
             )
             for pair_id, instruction_id in rows:
                 newest[pair_id] = instruction_id  # ordered oldest first: the last one wins
@@ -292,14 +292,14 @@ def stored_datasets(store: Store) -> list[dict[str, Any]]:
     """Every Dataset record, newest first, with its split and the run that froze it."""
     from sqlalchemy import select
 
-    from .store.schema import DatasetRow, StepRun
+    from .store.tables import datasets, step_runs
 
-    columns = [getattr(DatasetRow, c) for c in ("id", "name", "count", "format", "uri")]
+    names = ("id", "name", "count", "format", "uri", "meta", "content_hash", "created_at")
     query = (
-        select(*columns, DatasetRow.meta, DatasetRow.content_hash, DatasetRow.created_at)
-        .add_columns(StepRun.step_id.label("step"), StepRun.run_id.label("run"))
-        .outerjoin(StepRun, StepRun.id == DatasetRow.step_run_id)
-        .order_by(DatasetRow.created_at.desc(), DatasetRow.id)
+        select(*(datasets.c[name] for name in names))
+        .add_columns(step_runs.c.step_id.label("step"), step_runs.c.run_id.label("run"))
+        .outerjoin(step_runs, step_runs.c.id == datasets.c.step_run_id)
+        .order_by(datasets.c.created_at.desc(), datasets.c.id)
     )
     with store.engine.connect() as conn:
         rows = [dict(row) for row in conn.execute(query).mappings()]

@@ -452,7 +452,7 @@ class StepExecution:
         anything trains, or left out (counted) when the trainer's policy says so."""
         held_out = held_out_among(items, held_out_pairs(self.store, [i.pair.id for i in items]))
         if self.plugin.held_out_policy() == "refuse":  # type: ignore[attr-defined]
-            refuse_held_out(items, held_out, self.step.id)
+            refuse_held_out(held_out, len(items), self.step.id)
             return items
         kept = [item for item in items if item.pair.id not in held_out]
         if held_out:
