@@ -151,7 +151,7 @@ def prefer(item: Item, config: ShapesAnnotatorConfig) -> list[Item]:
     rejected = item.instruction
     if rejected is None:
         raise NotAShapesPair("a prefer task needs the model's instruction to correct")
-    verdict = _verdict(item)
+    verdict = rules_verdict(item)
     if verdict.weighted is not None and verdict.weighted >= config.prefer_below:
         return []
     [corrected] = refine(item)
@@ -176,7 +176,7 @@ def evaluate(item: Item) -> list[Item]:
     instruction = item.instruction
     if instruction is None:
         raise NotAShapesPair("an evaluate task needs the model's instruction to grade")
-    found = _verdict(item)
+    found = rules_verdict(item)
     verdict = Verdict(
         pair_id=item.pair.id,
         instruction_id=instruction.id,
@@ -202,12 +202,17 @@ def defect_codes(failure_modes: Sequence[str], operations: set[str]) -> list[str
     return sorted(codes)
 
 
+def grade(item: Item) -> list[str]:
+    """The defect codes a simulated grader ticks for the item's instruction (none: correct)."""
+    return defect_codes(rules_verdict(item).labels, _operations(item))
+
+
 def _operations(item: Item) -> set[str]:
     assert item.reference is not None
     return {str(change.get("operation")) for change in item.reference.meta.get(CHANGES, [])}
 
 
-def _verdict(item: Item) -> Verdict:
+def rules_verdict(item: Item) -> Verdict:
     """The rules verdict on the item's instruction: the upstream one if a shapes-rules judge
     already gave it, else computed here."""
     found = item.verdict
@@ -234,7 +239,7 @@ class ShapesAnnotator(Annotator):
         if config.label_studio is not None:
             from .label_studio import LabelStudioRoute
 
-            self.route = LabelStudioRoute(config.label_studio, context, self)
+            self.route = LabelStudioRoute(config.label_studio, context, config.prefer_below)
 
     def push(self, batch: Sequence[Item]) -> list[str]:
         """Stable ids: pushing the same item again yields the same task."""
@@ -261,18 +266,3 @@ class ShapesAnnotator(Annotator):
             except NotAShapesPair as exc:
                 out.append(SampleError.from_exception(exc))
         return out
-
-    # -- the decisions, for the Label Studio route ----------------------------------------
-
-    @staticmethod
-    def reference_instruction(item: Item) -> str:
-        return reference_instruction(item)
-
-    @staticmethod
-    def rules_score(item: Item) -> float:
-        weighted = _verdict(item).weighted
-        return weighted if weighted is not None else 0.0
-
-    @staticmethod
-    def grade(item: Item) -> list[str]:
-        return defect_codes(_verdict(item).labels, _operations(item))

@@ -25,6 +25,8 @@ from ecap.interfaces import PluginConfig, PluginContext
 from ecap.plugins import get_registry
 from ecap.records import Instruction, Item, SampleError
 
+from .annotator import grade, reference_instruction, rules_verdict
+
 #: The Label Studio user the simulated annotator answers as (created on first use).
 SIMULATED_USER = "simulated-shapes-annotator@example.com"
 #: Seconds recorded as each answer's lead time (a script answers at once; this is not measured).
@@ -43,12 +45,10 @@ def label_studio_config(settings: dict[str, Any]) -> PluginConfig:
 class LabelStudioRoute:
     """Push to, answer in, and pull from one Label Studio project."""
 
-    def __init__(self, config: Any, context: PluginContext, annotator: Any) -> None:
+    def __init__(self, config: Any, context: PluginContext, prefer_below: float) -> None:
         self.project: Any = get_registry().get(*LABEL_STUDIO).cls(config, context)
         self.config = config
-        #: The simulated annotator's decisions (``ecap_shapes.annotator``), passed in so this
-        #: module does not import it back.
-        self.annotator = annotator
+        self.prefer_below = prefer_below
 
     def push(self, batch: Sequence[Item]) -> list[str]:
         """Tasks made by the label-studio plugin, then answered there."""
@@ -100,7 +100,7 @@ class LabelStudioRoute:
         return self._evaluate(items[0])
 
     def _refine(self, item: Item) -> list[Result]:
-        text = self.annotator.reference_instruction(item)
+        text = reference_instruction(item)
         shown = item.instruction.text if item.instruction else ""
         if text == shown:
             return [self._choices("quality", "instruction", ["accurate"])]
@@ -114,21 +114,21 @@ class LabelStudioRoute:
         data = task["data"]
         letters = [option["value"] for option in data["options"]][: len(data["candidates"])]
         scored = [
-            (self.annotator.rules_score(_with_text(item, text)), letter)
+            (rules_verdict(_with_text(item, text)).weighted or 0.0, letter)
             for letter, text in zip(letters, data["candidates"], strict=True)
         ]
         best_score, best = max(scored, key=lambda pair: pair[0])
-        if best_score >= self.annotator.config.prefer_below:
+        if best_score >= self.prefer_below:
             return [self._choices("best", "target", [best])]
         return [
             self._choices("best", "target", ["none"]),
-            self._text("rewrite", "target", self.annotator.reference_instruction(item)),
+            self._text("rewrite", "target", reference_instruction(item)),
         ]
 
     def _evaluate(self, item: Item) -> list[Result]:
         """The checklist's codes at the most severe level, ticked by their aliases (the codes
         themselves), which label-studio reads as the choices they name."""
-        codes = self.annotator.grade(item)
+        codes = grade(item)
         if not codes:
             return [self._choices("verdict", "instruction", ["correct"])]
         level = min(code.split(":")[0] for code in codes)  # "P0" < "P1" < "P2"
