@@ -1,6 +1,7 @@
 """``ecap`` answers without loading what the command does not use: ``ecap --help`` imports no
-plugin, a plugin's command loads only its own plugin when invoked, and reading a store at the
-newest schema imports no Alembic. What the command line knows of the plugins between runs is
+plugin, a plugin's command loads only its own plugin when invoked, a pipeline imports only the
+plugins its spec names, and neither reading a store at the newest schema nor creating a new one
+imports Alembic. What the command line knows of the plugins between runs is
 cached, and the cache follows every change to what it was built from.
 
 Each check runs ``ecap`` in a fresh interpreter (what a user's shell does) and looks at
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from ecap.cli import cli
+from ecap.plugins import Registry, build_registry, selected_entry_points
 
 HELLO = '''
 import click
@@ -123,6 +125,62 @@ def test_a_broken_plugin_is_never_cached(site: Path, tmp_path: Path):
         rows = {row["name"]: row for row in json.loads(output)}
         assert rows["hello_plugin"]["status"] == "broken: RuntimeError: broken on purpose"
     assert not list((tmp_path / "cache").glob("*.json"))
+
+
+def test_a_pipeline_imports_only_the_plugins_its_spec_names(site: Path, tmp_path: Path):
+    (tmp_path / "pairs.csv").write_text("source,target\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"steps:\n  pairs: {{source: csv, with: {{path: {tmp_path / 'pairs.csv'}}}}}\n")
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    run = ("pipeline", "run", str(spec), "--store", store, "--no-progress")
+
+    _, first = ecap(site, tmp_path / "cache", *run)  # no cache yet: every plugin, then cached
+    assert {"ecap_csv", "ecap_judges", "hello_plugin"} <= {m.split(".")[0] for m in first}
+    output, loaded = ecap(site, tmp_path / "cache", *run)
+    assert "pairs" in output and "complete" in output
+    assert {m.split(".")[0] for m in loaded if m.startswith(("ecap_", "hello_"))} == {"ecap_csv"}
+    assert "alembic" not in loaded  # the store was new in the first run, current in this one
+
+
+def test_a_name_the_cache_does_not_know_loads_every_plugin_to_suggest_one(site, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("steps:\n  pairs: {source: cvs, with: {path: pairs.csv}}\n")
+    ecap(site, tmp_path / "cache", "plugins", "list")
+    environment = {**os.environ, "PYTHONPATH": str(site), "ECAP_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ecap.cli", "pipeline", "validate", str(spec)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "unknown source plugin 'cvs' — did you mean 'csv'?" in done.stderr
+
+
+def test_a_deferred_registry_answers_as_a_full_one_even_from_a_wrong_index():
+    full = build_registry()
+    lazy = Registry.deferred(selected_entry_points(), full.providers)
+    assert lazy.get("source", "csv") == full.plugins["source", "csv"]
+    assert not lazy.complete  # the csv plugin alone was loaded
+    for index in (full.providers, {key: "ecap_bench" for key in full.providers}, {}):
+        deferred = Registry.deferred(selected_entry_points(), index)
+        for (kind, name), info in full.plugins.items():
+            assert deferred.get(kind, name) == info
+        assert deferred.names("judge") == full.names("judge")
+        assert deferred.vlm_backends.keys() == full.vlm_backends.keys()
+        assert deferred.complete and not deferred.broken and not deferred.conflicts
+
+
+def test_creating_a_new_store_imports_no_alembic(tmp_path: Path):
+    probe = (
+        "import sys\n"
+        "from ecap.store import Store\n"
+        f"Store('sqlite:///{tmp_path / 'new.db'}')\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_reading_a_store_at_the_newest_schema_imports_no_alembic(tmp_path: Path):

@@ -16,11 +16,19 @@ import click
 from .. import __version__
 from ..errors import EcapError, RunInterrupted, SpecError
 from ..logs import configure
+from ..plugins import make_registries_with
 from ..report.command import report_command
 from ..secrets import register_environment, scrub
 from . import dataset, db, export, init, pipeline, plugins, provenance, runs, testing
 from . import filter as filter_cli
-from .plugin_cache import PluginCommand, Snapshot, load_command, plugin_commands, snapshot
+from .plugin_cache import (
+    PluginCommand,
+    Snapshot,
+    load_command,
+    plugin_commands,
+    registry_from_cache,
+    snapshot,
+)
 
 
 class _Group(click.Group):
@@ -122,6 +130,7 @@ def cli(ctx: click.Context, log_json: bool, verbose: bool) -> None:
     """ecap: build, refine and judge training data for instruction-guided image editing."""
     register_environment()  # keys SDKs read from the environment are never printed
     ctx.meta["ecap.traceback"] = verbose
+    make_registries_with(registry_from_cache)  # a spec's run imports only the plugins it names
     configure(json_lines=log_json or None, level=logging.INFO if verbose else logging.WARNING)
 
 
