@@ -8,9 +8,13 @@ build it: on SQLite, ``BEGIN IMMEDIATE`` (how :func:`.connect.writer` begins tra
 one writer at a time; PostgreSQL takes a transaction-scoped advisory lock. Both dialects roll DDL
 back with the transaction.
 
-Alembic is imported only to change a schema or to name revisions other than the newest: opening a
+Alembic is imported only to upgrade a schema or to name revisions other than the newest: opening a
 store that is already at :data:`HEAD_REVISION` reads its version row with plain SQL, which keeps
-Alembic's import (a quarter of what ``ecap runs list`` took) out of every reading command.
+Alembic's import (a quarter of what ``ecap runs list`` took) out of every reading command. A new
+store is created from :mod:`.tables` directly and stamped with :data:`HEAD_REVISION` in the same
+transaction (as Alembic's own documentation suggests for a database built from scratch): running
+every migration and importing Alembic to do it took 0.13 s of the first ``ecap pipeline run``.
+``tests/test_store.py`` checks that both ways build the same schema on every dialect.
 """
 
 from __future__ import annotations
@@ -18,7 +22,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    inspect,
+    text,
+)
 
 from ..errors import StoreError
 from .connect import writer
@@ -32,6 +46,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: (``tests/test_cli_startup.py`` checks it against Alembic's own reading of the scripts).
 HEAD_REVISION = "0004"
 VERSION_TABLE = "alembic_version"
+#: Alembic's version table, as Alembic itself creates it, for stores created without Alembic.
+VERSION_ROW = Table(
+    VERSION_TABLE,
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+)
 #: pg_advisory_xact_lock key that serialises schema changes ("ecapschm" as a 64-bit integer).
 SCHEMA_LOCK = int.from_bytes(b"ecapschm", "big", signed=True)
 
@@ -160,7 +181,18 @@ def ensure_schema(engine: Engine, url: str, auto_upgrade: bool) -> None:
         if current == head:
             return
         _refuse_unless_upgradable(current, url, auto_upgrade)
-        _upgrade_on(conn, "head")
+        if current is None:
+            create_on(conn)
+        else:
+            _upgrade_on(conn, "head")
+
+
+def create_on(conn: Connection) -> None:
+    """Build a new store's tables at :data:`HEAD_REVISION` on ``conn`` (inside its transaction),
+    without running the migrations one by one."""
+    metadata.create_all(conn)
+    VERSION_ROW.create(conn)
+    conn.execute(VERSION_ROW.insert().values(version_num=HEAD_REVISION))
 
 
 def check_readable(engine: Engine, url: str) -> None:
