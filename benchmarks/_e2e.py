@@ -69,14 +69,17 @@ def ecap_command() -> str:
 
 def run_ecap(args: list[str], *, with_fakes: Path | None = None) -> Timing:
     """Run ``ecap ARGS`` in a fresh process and time it, start-up included. With ``with_fakes``
-    (a folder to write the runner script to), the fake plugins are registered too. CPU time is the
-    child's, from the OS; a failing command stops the benchmark with its output."""
+    (a folder to write the runner script to), the fake plugins are registered too."""
     if with_fakes is None:
-        command = [ecap_command(), *args]
-    else:
-        script = with_fakes / "run_with_fakes.py"
-        script.write_text(RUN_WITH_FAKES)
-        command = [sys.executable, str(script), *args]
+        return run_timed([ecap_command(), *args])
+    script = with_fakes / "run_with_fakes.py"
+    script.write_text(RUN_WITH_FAKES)
+    return run_timed([sys.executable, str(script), *args])
+
+
+def run_timed(command: list[str]) -> Timing:
+    """Run ``command`` and time it: wall clock, and the child's CPU time from the OS. A failing
+    command stops the benchmark with its output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
