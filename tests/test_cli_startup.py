@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,19 @@ def test_a_deferred_registry_answers_as_a_full_one_even_from_a_wrong_index():
         assert deferred.names("judge") == full.names("judge")
         assert deferred.vlm_backends.keys() == full.vlm_backends.keys()
         assert deferred.complete and not deferred.broken and not deferred.conflicts
+
+
+def test_threads_asking_a_deferred_registry_at_once_each_see_every_plugin():
+    full = build_registry()
+    deferred = Registry.deferred(selected_entry_points(), full.providers)
+    questions = [lambda key=key: deferred.get(*key) for key in full.plugins]
+    questions += [lambda: deferred.names("captioner"), lambda: sorted(deferred.vlm_backends)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ask: ask(), questions * 3))
+    assert answers[: len(full.plugins)] == list(full.plugins.values())
+    assert answers[len(full.plugins)] == full.names("captioner")
+    assert answers[len(full.plugins) + 1] == sorted(full.vlm_backends)
+    assert not deferred.broken and not deferred.conflicts  # nothing registered twice
 
 
 def test_creating_a_new_store_imports_no_alembic(tmp_path: Path):

@@ -12,6 +12,7 @@ used, so that an unrelated command still works.
 from __future__ import annotations
 
 import os
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Registry:
     #: entry points not loaded yet, and which of them registers each (kind, name)
     _pending: list[metadata.EntryPoint] = field(default_factory=list)
     _index: dict[tuple[str, str], str] = field(default_factory=dict)
+    _loading: threading.RLock = field(default_factory=threading.RLock, repr=False)
     #: (kind, name) -> the name of the plugin (entry point) whose hook registered it
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -82,8 +84,10 @@ class Registry:
         cls, entry_points: list[metadata.EntryPoint], index: dict[tuple[str, str], str]
     ) -> Registry:
         """A registry of ``entry_points`` that loads each only when asked for something it
-        registers. ``index`` must come from a full registry of the same entry points and code
-        (:attr:`providers`; ``ecap.cli.plugin_cache`` keeps it), else names resolve wrongly."""
+        registers. ``index`` is a full registry's :attr:`providers` for the same entry points
+        and code (``ecap.cli.plugin_cache`` keeps it); a name it does not know, or one its plugin
+        does not register, loads every plugin (an index that misses costs time, not an
+        answer)."""
         return cls(_pending=list(entry_points), _index=dict(index))
 
     @property
@@ -91,9 +95,10 @@ class Registry:
         return not self._pending
 
     def load_all(self) -> Registry:
-        if self._pending:
+        with self._loading:  # another thread asking meanwhile waits for the whole load
             pending, self._pending = self._pending, []
-            _load_into(self, pending)
+            if pending:
+                _load_into(self, pending)
         return self
 
     @property
@@ -146,17 +151,18 @@ class Registry:
     def _load_provider_of(self, kind: str, name: str) -> None:
         """Load the pending plugin that registers (kind, name); every pending one when the
         index does not know the name (an error message then lists all the names there are)."""
-        if (kind, name) in self._plugins or not self._pending:
+        if (kind, name) in self._plugins:
             return
-        provider = self._index.get((kind, name))
-        wanted = [ep for ep in self._pending if ep.name == provider]
-        if not wanted:
-            self.load_all()
-            return
-        self._pending = [ep for ep in self._pending if ep.name != provider]
-        _load_into(self, wanted)
-        if (kind, name) not in self._plugins:  # the index was wrong: trust only a full load
-            self.load_all()
+        with self._loading:  # waits for a load another thread is making
+            if (kind, name) in self._plugins or not self._pending:
+                return
+            provider = self._index.get((kind, name))
+            wanted = [ep for ep in self._pending if ep.name == provider]
+            if wanted:
+                _load_into(self, wanted)
+                self._pending = [ep for ep in self._pending if ep.name != provider]
+            if (kind, name) not in self._plugins:  # unknown, or the index was wrong
+                self.load_all()
 
     def add(self, info: PluginInfo) -> None:
         key = (info.kind, info.name)
