@@ -30,7 +30,7 @@ def pytest_run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_postgres_tests_fail_when_the_configured_server_is_unreachable() -> None:
-    test = "tests/test_store.py::test_migrations_build_exactly_the_declared_schema[postgres]"
+    test = "tests/test_store.py::test_a_new_store_has_the_schema_its_migrations_build[postgres]"
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:9/postgres"
     result = pytest_run(test, "-q", ECAP_TEST_POSTGRES_URL=unreachable)
     assert result.returncode == 1, result.stdout
@@ -41,7 +41,7 @@ def test_postgres_tests_fail_when_the_configured_server_is_unreachable() -> None
 
 @pytest.mark.slow
 def test_postgres_tests_skip_only_when_no_server_is_configured() -> None:
-    test = "tests/test_store.py::test_migrations_build_exactly_the_declared_schema[postgres]"
+    test = "tests/test_store.py::test_a_new_store_has_the_schema_its_migrations_build[postgres]"
     env = {k: v for k, v in os.environ.items() if k != "ECAP_TEST_POSTGRES_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", test, "-q", "-rs"],
