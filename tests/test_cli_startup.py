@@ -229,3 +229,19 @@ def test_choices_read_late_still_refuse_an_unknown_value():
 
     usage = CliRunner().invoke(cli, ["plugins", "show", "--help"]).output
     assert "--kind [annotate|caption|export|filter|judge|source|train]" in usage
+
+
+def test_the_cache_key_ignores_files_written_beside_a_script_but_sees_installs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``python -m ecap ...`` puts the working directory on ``sys.path``, and a run writes its
+    store there: that must not throw the cache away, while an install there must."""
+    from ecap.cli.plugin_cache import fingerprint
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_points = selected_entry_points()
+    before = fingerprint(entry_points)
+    (tmp_path / "store.db").write_bytes(b"written by a run")
+    assert fingerprint(entry_points) == before
+    (tmp_path / "other_plugin-1.0.dist-info").mkdir()
+    assert fingerprint(entry_points) != before

@@ -9,7 +9,7 @@ writes what it learned to a cache file, and later commands read it back as long 
 came from has changed. The cache's key is a digest of:
 
 - the interpreter, ``sys.path``, and every distribution installed on it (the names of the
-  ``.dist-info`` folders carry their versions) with each folder's modification time;
+  ``.dist-info`` folders carry their versions) with each one's modification time;
 - the ``ecap`` entry points this process loads (``ECAP_LOAD_PLUGINS``/``ECAP_BLOCK_PLUGINS``
   applied) and their targets;
 - the size and modification time of every Python file of ecap and of each plugin's top-level
@@ -170,20 +170,23 @@ def fingerprint(entry_points: list[EntryPoint]) -> str:
     return digest.hexdigest()
 
 
-def _distributions_in(folder: str) -> tuple[int, list[str]]:
-    """A ``sys.path`` folder's modification time and the distributions (with their versions) and
-    ``.pth`` files in it: installing, upgrading or removing anything there changes both."""
+def _distributions_in(folder: str) -> list[tuple[str, int]]:
+    """The distributions (with their versions) and ``.pth`` files in a ``sys.path`` folder, each
+    with its modification time: installing, upgrading, reinstalling or removing anything there
+    changes the list. The folder's own time is left out: a script's folder, or the working
+    directory under ``python -m``, changes whenever a file is written there (a store, say)."""
+    found = []
     try:
-        changed = os.stat(folder or ".").st_mtime_ns
         with os.scandir(folder or ".") as entries:
-            names = sorted(
-                entry.name
-                for entry in entries
-                if entry.name.endswith((".dist-info", ".egg-info", ".egg-link", ".pth"))
-            )
+            for entry in entries:
+                if entry.name.endswith((".dist-info", ".egg-info", ".egg-link", ".pth")):
+                    try:
+                        found.append((entry.name, entry.stat().st_mtime_ns))
+                    except OSError:  # a dangling link: its name still counts
+                        found.append((entry.name, 0))
     except OSError:  # a zip file or a folder that does not exist
-        return 0, []
-    return changed, names
+        return []
+    return sorted(found)
 
 
 def _source_files(top: str) -> list[tuple[str, int, int]]:
