@@ -112,6 +112,44 @@ def test_the_owed_decode_finds_a_truncated_file_and_a_late_orientation(tmp_path:
     assert Image.open(io.BytesIO(confirmed.data)).size == (20, 40), "turned upright"
 
 
+def test_the_csv_import_decodes_each_image_and_records_whether_it_is_upright(tmp_path: Path):
+    from ecap_csv.source import inspect_image
+
+    whole = png()
+    plain = inspect_image(whole, "plain.png", 10**8)
+    late = inspect_image(with_late_orientation(whole), "late.png", 10**8)
+
+    assert plain.decodes_upright and plain.sha256 == hashlib.sha256(whole).hexdigest()
+    assert not late.decodes_upright, "the orientation after the pixels would turn it"
+
+
+def test_bytes_the_import_decoded_are_not_decoded_again(tmp_path: Path) -> None:
+    """``decodes_upright`` vouches for the bytes of its sha256: with it, preparing an image
+    reads and hashes it and reads its header, and sends it with nothing owed. A truncated
+    file shows that no decode runs; the flag is a source's promise (the csv source keeps it by
+    decoding at import, as the test above shows)."""
+    whole = png()
+    truncated = whole[: len(whole) // 2]
+    (tmp_path / "truncated.png").write_bytes(truncated)
+    vouched = ImageRef(
+        uri=str(tmp_path / "truncated.png"),
+        sha256=hashlib.sha256(truncated).hexdigest(),
+        decodes_upright=True,
+    )
+
+    deferred = prepare_image_deferred(vouched)
+    assert deferred.pending is None and deferred.confirm().data == truncated
+    assert prepare_image(vouched).data == truncated
+
+    (tmp_path / "truncated.png").write_bytes(whole)  # but other bytes are never vouched for
+    with pytest.raises(ImageChanged):
+        prepare_image_deferred(vouched)
+    large = ref_to(tmp_path, "large.png", png(200, 100)).model_copy(
+        update={"decodes_upright": True}
+    )
+    assert prepare_image(large, max_pixels=5_000).mime == "image/png", "still scaled down"
+
+
 def test_the_captioner_checks_images_while_the_engine_works_and_keeps_the_verdicts(
     tiny_qwen3_vl: Path, tmp_path: Path
 ) -> None:

@@ -248,7 +248,8 @@ def prepare_image(
 
     The bytes must hash to ``ref.sha256`` (a file replaced since import would otherwise be
     captioned or judged under the old pair's name). The image is decoded fully (a truncated file
-    fails here, not in a server), refused over ``max_input_pixels`` (a decompression bomb), turned
+    fails here, not in a server), unless ``ref.decodes_upright`` says the import already did so
+    for these very bytes, refused over ``max_input_pixels`` (a decompression bomb), turned
     upright by its EXIF orientation, converted to RGB and scaled down to ``max_pixels`` with its
     aspect kept. An RGB PNG, JPEG or WebP without rotation that needs no scaling is passed on as
     the original bytes (lossless and cheapest); anything else is re-encoded as PNG.
@@ -285,8 +286,9 @@ def prepare_image_deferred(
     need not come first, one image after another, but can run while the engine works. The
     bytes are read and checked against ``ref.sha256`` now, and the header (size, mode, format,
     EXIF in the header) is read now; an image that will go as its own bytes is returned with
-    the decode pending, any other is prepared fully now. Whoever sends ``image`` must
-    :meth:`~DeferredImage.confirm` it and use the confirmed image's verdict.
+    the decode pending (nothing pending when ``ref.decodes_upright``: the import decoded these
+    bytes, so the engine's decode is the only one), any other is prepared fully now. Whoever
+    sends ``image`` must :meth:`~DeferredImage.confirm` it and use the confirmed image's verdict.
     """
     from PIL import Image
 
@@ -297,6 +299,8 @@ def prepare_image_deferred(
             kind = image.format or ""
             small = max_pixels is None or image.width * image.height <= max_pixels
             as_is = image.mode == "RGB" and kind in PASS_THROUGH and small
+            if as_is and ref.decodes_upright:  # decoded at import: nothing is owed
+                return DeferredImage(PreparedImage(data, f"image/{kind.lower()}", ref.sha256))
             if as_is and "exif" not in image.info:
                 mime = f"image/{kind.lower()}"
             else:
@@ -339,12 +343,15 @@ def _prepare_bytes(
     try:
         with Image.open(io.BytesIO(data)) as image:
             _within_input_limit(ref, image, max_input_pixels)
-            pixels = image.width * image.height
+            kind = image.format or ""
+            small = max_pixels is None or image.width * image.height <= max_pixels
+            as_is = small and image.mode == "RGB" and kind in PASS_THROUGH
+            if as_is and ref.decodes_upright:  # these bytes were decoded at import
+                return PreparedImage(data, f"image/{kind.lower()}", ref.sha256)
             image.load()
             rotated = image.getexif().get(ORIENTATION, 1) not in (1, None)
-            small = max_pixels is None or pixels <= max_pixels
-            if small and not rotated and image.mode == "RGB" and image.format in PASS_THROUGH:
-                return PreparedImage(data, f"image/{image.format.lower()}", ref.sha256)
+            if as_is and not rotated:
+                return PreparedImage(data, f"image/{kind.lower()}", ref.sha256)
             upright = ImageOps.exif_transpose(image).convert("RGB")
     except ImageReadError:
         raise

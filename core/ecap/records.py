@@ -66,6 +66,11 @@ class ImageRef(BaseModel):
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    #: The bytes with this sha256 are known to decode in full, without error, into pixels no
+    #: EXIF orientation turns: set by a source that decoded them at import (``csv``) or encoded
+    #: them itself (``shapes``). Model-side preparation (``ecap.images``) then checks the sha256
+    #: and the header but does not decode the same bytes again. Never set it on a guess.
+    decodes_upright: bool = False
 
 
 def pair_id(source_sha256: str, target_sha256: str) -> str:

@@ -34,6 +34,7 @@ from ecap.hashing import digest
 from ecap.images import (
     MAX_IMAGE_BYTES,
     MAX_REDIRECTS,
+    ORIENTATION,
     PARALLEL_IMAGE_BYTES,
     URL_SCHEMES,
     ImageReadError,
@@ -336,7 +337,9 @@ class ImageError(Exception):
 
 
 def inspect_image(data: bytes, uri: str, max_pixels: int) -> ImageRef:
-    """Hash the bytes and decode the image fully, so that corrupt files fail here, not later."""
+    """Hash the bytes and decode the image fully, so that corrupt files fail here, not later;
+    the reference records that they decode (and whether upright), so that models' image
+    preparation need not decode them again."""
     from PIL import Image
 
     try:
@@ -345,12 +348,18 @@ def inspect_image(data: bytes, uri: str, max_pixels: int) -> ImageRef:
             if width * height > max_pixels:
                 raise ImageError(f"{uri}: {width}x{height} is over max_image_pixels={max_pixels}")
             image.load()
+            upright = image.getexif().get(ORIENTATION, 1) in (1, None)  # read after the pixels
     except ImageError:
         raise
     except Exception as exc:  # a decoder fed hostile bytes may raise anything: the file's fault
         raise ImageError(f"{uri}: not a readable image ({exc})") from exc
     return ImageRef(
-        uri=uri, sha256=hashlib.sha256(data).hexdigest(), width=width, height=height, format=fmt
+        uri=uri,
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=width,
+        height=height,
+        format=fmt,
+        decodes_upright=upright,
     )
 
 

@@ -202,4 +202,7 @@ class ShapesSource(Source):
             partial.write_bytes(data)
             partial.replace(path)
         size = self.config.image_size
-        return ImageRef(uri=str(path), sha256=sha, width=size, height=size, format="PNG")
+        # Pillow encoded these pixels, upright and without EXIF, a moment ago: they decode.
+        return ImageRef(
+            uri=str(path), sha256=sha, width=size, height=size, format="PNG", decodes_upright=True
+        )
