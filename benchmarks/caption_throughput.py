@@ -70,7 +70,7 @@ from PIL import Image, ImageDraw
 
 from ecap.interfaces import PluginContext
 from ecap.providers import two_image_content
-from ecap.records import ImageRef, Item, Pair
+from ecap.records import Item, Pair
 from ecap.testing.tiny_vlm import build_tiny_vlm, vllm_ready_qwen3_vl
 
 TARGET = 35.0  # pairs/s on a GPU, for ecap's best backend (8.8B model, 2 x 512 px, 64 tokens)
@@ -101,8 +101,9 @@ PROCESSOR_FILES = (
 
 def make_pairs(folder: Path, count: int, size: int) -> list[Item]:
     """``count`` distinct pairs: a few random shapes, and the same picture with one shape moved
-    and recoloured."""
-    import hashlib
+    and recoloured. Their references are what the ``csv`` source records when it imports the
+    files (hash, size, format, and that they decode upright: it decodes each one in full)."""
+    from ecap_csv.source import inspect_image
 
     rng = random.Random(0)
     items = []
@@ -126,8 +127,7 @@ def make_pairs(folder: Path, count: int, size: int) -> list[Item]:
                 draw.ellipse((x - r, y - r, x + r, y + r), fill=(c, 255 - c, (c * 7) % 256))
             path = folder / f"{i}-{side}.png"
             image.save(path)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            refs.append(ImageRef(uri=str(path), sha256=digest, width=size, height=size))
+            refs.append(inspect_image(path.read_bytes(), str(path), max_pixels=size * size))
         items.append(Item(pair=Pair.of(refs[0], refs[1])))
     return items
 
