@@ -160,8 +160,8 @@ class Registry:
             provider = self._index.get((kind, name))
             wanted = [ep for ep in self._pending if ep.name == provider]
             if wanted:
-                _load_into(self, wanted)
                 self._pending = [ep for ep in self._pending if ep.name != provider]
+                _load_into(self, wanted)
             if (kind, name) not in self._plugins:  # unknown, or the index was wrong
                 self.load_all()
 
