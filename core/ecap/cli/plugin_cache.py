@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..plugins import Registry, build_registry, built_registry, get_registry, selected_entry_points
+from ..plugins import Registry, build_registry, built_registry, selected_entry_points
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -83,15 +83,7 @@ def snapshot() -> Snapshot:
     registry = built_registry()
     if registry is not None:
         return _describe(registry)[0]
-    entry_points = selected_entry_points()
-    key = fingerprint(entry_points)
-    cached = _read(key)
-    if cached is not None:
-        return cached
-    found, clean = _describe(get_registry())
-    if clean:
-        _write(key, found)
-    return found
+    return _cached(selected_entry_points())[0]
 
 
 def registry_from_cache() -> Registry:
@@ -99,15 +91,24 @@ def registry_from_cache() -> Registry:
     plugins (each plugin loaded when first asked for), else every plugin loaded now (and the
     cache written, for the next command)."""
     entry_points = selected_entry_points()
+    found, built = _cached(entry_points)
+    if built is not None:
+        return built
+    return Registry.deferred(entry_points, {(k, n): p for k, n, p in found.providers})
+
+
+def _cached(entry_points: list[EntryPoint]) -> tuple[Snapshot, Registry | None]:
+    """The cache's snapshot when it is current (and no registry); otherwise a registry of every
+    plugin, built now, and its snapshot, written to the cache unless something in it broke."""
     key = fingerprint(entry_points)
     cached = _read(key)
     if cached is not None:
-        return Registry.deferred(entry_points, {(k, n): p for k, n, p in cached.providers})
+        return cached, None
     registry = build_registry(entry_points=entry_points)
     found, clean = _describe(registry)
     if clean:
         _write(key, found)
-    return registry
+    return found, registry
 
 
 def plugin_commands(registry: Registry) -> tuple[list[tuple[str, str, click.Command]], bool]:
