@@ -18,18 +18,21 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 # Runs the ecap command line with the fake plugins of ecap.testing registered beside the
 # installed ones, as the test suite's resume tests do.
+#: ``ecap`` with the fakes registered as if installed: argument 1 names the installed plugins to
+#: load beside them, as ``ecap`` loads only the plugins a spec names (see ``Registry.deferred``).
 RUN_WITH_FAKES = """
 import sys
 from ecap.cli import main
 from ecap.plugins import set_registry
 from ecap.testing import registry_with_fakes
-set_registry(registry_with_fakes())
-main(sys.argv[1:])
+set_registry(registry_with_fakes(only=sys.argv[1].split(",")))
+main(sys.argv[2:])
 """
 
 
@@ -37,8 +40,15 @@ def describe_machine() -> str:
     return (
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{os.cpu_count()} CPUs, {platform.platform()}, "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"load average {os.getloadavg()[0]:.2f}; commands run with bytecode caches"
     )
+
+
+def user_environment() -> dict[str, str]:
+    """This environment, less ``PYTHONDONTWRITEBYTECODE``: an installed package runs from its
+    bytecode caches (pip writes them; Python writes an editable install's on first import), so a
+    command timed without them would compile ecap's modules at every start, as no user's does."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 @dataclass
@@ -67,14 +77,17 @@ def ecap_command() -> str:
     return found
 
 
-def run_ecap(args: list[str], *, with_fakes: Path | None = None) -> Timing:
+def run_ecap(
+    args: list[str], *, with_fakes: Path | None = None, plugins: Sequence[str] = ()
+) -> Timing:
     """Run ``ecap ARGS`` in a fresh process and time it, start-up included. With ``with_fakes``
-    (a folder to write the runner script to), the fake plugins are registered too."""
+    (a folder to write the runner script to), the fake plugins are registered too, beside the
+    installed ``plugins`` the spec names (the others are not imported, as with ``ecap``)."""
     if with_fakes is None:
         return run_timed([ecap_command(), *args])
     script = with_fakes / "run_with_fakes.py"
     script.write_text(RUN_WITH_FAKES)
-    return run_timed([sys.executable, str(script), *args])
+    return run_timed([sys.executable, str(script), ",".join(plugins), *args])
 
 
 def run_timed(command: list[str]) -> Timing:
@@ -82,7 +95,7 @@ def run_timed(command: list[str]) -> Timing:
     command stops the benchmark with its output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=user_environment())
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:

@@ -159,6 +159,7 @@ def main() -> None:
         ecap_t = run_ecap(
             ["pipeline", "run", str(caption_spec), "--store", str(store), "--no-progress"],
             with_fakes=tmp,
+            plugins=["csv"],
         )
         steps = step_runs(store)
         caption_run_id, caption_s = steps["captions"]

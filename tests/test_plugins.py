@@ -111,6 +111,15 @@ def test_an_allowlist_loads_only_the_named_entry_points(site):
     assert {row["name"] for row in json.loads(listed.stdout)} == {"jsonl", "parquet", "hf"}
 
 
+def test_the_fakes_can_be_registered_beside_only_the_plugins_a_spec_names():
+    from ecap.testing import registry_with_fakes
+
+    names = {(kind, name) for kind, name in registry_with_fakes(only=["csv"]).plugins}
+    assert {("source", "csv"), ("caption", "fake")} <= names
+    assert ("source", "shapes") not in names  # installed, but not asked for
+    assert ("source", "shapes") in registry_with_fakes().plugins
+
+
 def test_importing_the_cli_loads_no_heavy_library():
     probe = (
         "import sys; from ecap.cli import main\n"

@@ -9,7 +9,7 @@ import csv
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,12 +64,19 @@ def make_pairs(
     return path
 
 
-def registry_with_fakes() -> Registry:
-    """The installed plugins plus the fakes, registered as ``fake`` through the normal hooks."""
-    from ..plugins import build_registry
+def registry_with_fakes(only: Collection[str] | None = None) -> Registry:
+    """The installed plugins plus the fakes, registered as ``fake`` through the normal hooks.
+    ``only`` names the installed plugins (entry points) to load beside the fakes, as ``ecap``
+    loads only those a spec names; default: all of them."""
+    from ..plugins import build_registry, selected_entry_points
     from .fakes import FakePlugins
 
-    return build_registry(extra_plugins=[("ecap-testing-fakes", FakePlugins())])
+    entry_points = selected_entry_points()
+    if only is not None:
+        entry_points = [ep for ep in entry_points if ep.name in only]
+    return build_registry(
+        extra_plugins=[("ecap-testing-fakes", FakePlugins())], entry_points=entry_points
+    )
 
 
 def run_spec(
