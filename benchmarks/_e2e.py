@@ -22,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Runs the ecap command line with the fake plugins of ecap.testing registered beside the
-# installed ones, as the test suite's resume tests do.
 #: ``ecap`` with the fakes registered as if installed: argument 1 names the installed plugins to
 #: load beside them, as ``ecap`` loads only the plugins a spec names (see ``Registry.deferred``).
 RUN_WITH_FAKES = """
