@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,45 +81,44 @@ def _is(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-def test_the_core_never_imports_a_plugin() -> None:
-    offenders = [
+def _a_plugin(module: str) -> bool:
+    return module.split(".")[0].startswith("ecap_")
+
+
+def _importers(folder: Path, forbidden: Callable[[Path, str], bool]) -> list[str]:
+    """``"<file> imports <module>"`` for every import under ``folder`` that ``forbidden`` (given
+    the importing file and the module) refuses."""
+    return [
         f"{_name(path)} imports {module}"
-        for path in _sources(CORE)
+        for path in _sources(folder)
         for module, _ in _imports(path)
-        if module.split(".")[0].startswith("ecap_")
+        if forbidden(path, module)
     ]
+
+
+def test_the_core_never_imports_a_plugin() -> None:
+    offenders = _importers(CORE, lambda _, module: _a_plugin(module))
     assert not offenders
 
 
 @pytest.mark.parametrize("forbidden", ["ecap.cli", "ecap.store.schema"])
 def test_plugins_use_public_apis_only(forbidden: str) -> None:
-    offenders = [
-        f"{_name(path)} imports {module}"
-        for path in _sources(PLUGINS)
-        for module, _ in _imports(path)
-        if _is(module, forbidden)
-    ]
+    offenders = _importers(PLUGINS, lambda _, module: _is(module, forbidden))
     assert not offenders
 
 
 def test_a_plugin_never_imports_another_plugin() -> None:
-    offenders = [
-        f"{_name(path)} imports {module}"
-        for path in _sources(PLUGINS)
-        for module, _ in _imports(path)
-        if module.split(".")[0].startswith("ecap_")
-        and module.split(".")[0] != _name(path).split("/")[0]
-    ]
+    offenders = _importers(
+        PLUGINS,
+        lambda path, module: (
+            _a_plugin(module) and module.split(".")[0] != _name(path).split("/")[0]
+        ),
+    )
     assert not offenders
 
 
 def test_ecap_testing_imports_no_built_in_plugin() -> None:
-    offenders = [
-        f"{_name(path)} imports {module}"
-        for path in _sources(CORE / "testing")
-        for module, _ in _imports(path)
-        if module.split(".")[0].startswith("ecap_")
-    ]
+    offenders = _importers(CORE / "testing", lambda _, module: _a_plugin(module))
     assert not offenders
 
 
