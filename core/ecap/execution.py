@@ -14,11 +14,10 @@ Both the runner and ``ecap pipeline plan`` use this class, so a plan cannot disa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -66,21 +65,53 @@ class StepOutcome:
     error: str | None = None
 
 
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector's young pass every :data:`GC_YOUNG_THRESHOLD`
-    allocations instead of every 700 while a per-sample step runs. The step keeps every item it
-    makes alive until it ends (its outputs feed the next step), so each pass walked ever more
-    live objects and found nothing to free: a quarter of the CPU time of a step that does no
-    model work went there. Records hold no reference cycles, so memory is not what the passes
-    were saving. Training steps keep the interpreter's setting: what they free in cycles may
-    hold accelerator memory."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], GC_YOUNG_THRESHOLD), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
+class StepCollector:
+    """The cyclic garbage collector while a per-sample step runs, set for what such a step
+    allocates: many small records that all live until the step ends.
+
+    The step keeps every item it makes (its outputs feed the next step) and every item earlier
+    steps made, so the collector's passes walked ever more live objects and found nothing to
+    free: with the interpreter's settings, and even with young passes made rare, about a tenth
+    of the time of a 100,000-sample step that does no model work. So, while the step runs:
+
+    - what is alive when it starts is frozen (:func:`gc.freeze`), after a young pass: no pass
+      walks it again until the step ends (a full pass there would walk every item of the steps
+      before, and garbage that old is rare: a model plugin collects its own when it closes);
+    - after each batch is committed, a full pass collects whatever garbage the batch left (it
+      walks only what was allocated since the last freeze), then what survived is frozen too;
+    - between those, young passes run every :data:`GC_YOUNG_THRESHOLD` allocations instead of
+      every 700 (a plugin's garbage within a long batch is still collected as it goes).
+
+    Nothing that is garbage at the end of a batch is frozen, so a model step's cyclic garbage
+    (which may hold accelerator memory) waits at most until its batch ends. At the end of the
+    step every frozen object goes back to the collector's oldest generation. A process that
+    froze objects itself (a server preforking workers) is left as it is: only the young
+    threshold changes. Training steps do not use this: they keep the interpreter's setting.
+    """
+
+    def __init__(self) -> None:
+        self._threshold = gc.get_threshold()
+        self._freezes = False
+
+    def __enter__(self) -> StepCollector:
+        self._threshold = gc.get_threshold()
+        gc.set_threshold(max(self._threshold[0], GC_YOUNG_THRESHOLD), *self._threshold[1:])
+        self._freezes = gc.isenabled() and gc.get_freeze_count() == 0
+        if self._freezes:
+            gc.collect(1)
+            gc.freeze()
+        return self
+
+    def settle(self) -> None:
+        """Collect what the last batch left behind, and set aside what it keeps."""
+        if self._freezes:
+            gc.collect()
+            gc.freeze()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._freezes:
+            gc.unfreeze()
+        gc.set_threshold(*self._threshold)
 
 
 class BatchSizes:
@@ -145,13 +176,14 @@ class StepExecution:
         self.counts = {"inputs": 0, "cached": 0, "done": 0, "failed": 0, "pending": 0}
         #: What a whole-input step made (dataset, and model for a train step), fresh or cached.
         self.produced: list[Record] = []
+        self.collector = StepCollector()
 
     def run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
         if self.options.worker and self.contract.shape != "per_sample":
             return self.finished_by_another_run(items)
         if self.contract.shape == "whole_input":
             return self.whole_input(items)
-        with fewer_collections():
+        with self.collector:
             return self.per_sample(items)
 
     def finished_by_another_run(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
@@ -289,6 +321,7 @@ class StepExecution:
                 outcomes = await self._with_retries(call, batch)
                 sizes.took(len(batch), time.perf_counter() - started)
                 saved = self._commit(batch, outcomes, results)
+                self.collector.settle()
                 self.progress.advance(task, len(batch))
             finally:
                 work.done([unit.cache_key for unit in batch], saved=set(saved))
