@@ -88,6 +88,31 @@ def test_the_encoding_option_reads_other_encodings(tmp_path):
     assert results[0][0].instruction.text == "Rends la paire 0 plus bleue é."
 
 
+def test_a_byte_order_mark_opens_the_file_only(tmp_path):
+    csv_file = make_pairs(tmp_path, 2)
+    text = csv_file.read_text().replace("Make pair 1 bluer.", "\ufeffMake pair 1 bluer.")
+    csv_file.write_bytes(b"\xef\xbb\xbf" + text.encode())
+
+    results = imported(csv_file)
+
+    assert failures(results) == []  # the mark is not read into the header's first name
+    texts = [r[0].instruction.text for r in results]
+    assert texts == ["Make pair 0 bluer.", "\ufeffMake pair 1 bluer."]  # data keeps its U+FEFF
+
+
+def test_blank_lines_are_no_records_and_short_ones_lack_their_last_fields(tmp_path):
+    csv_file = make_pairs(tmp_path, 3)
+    header, first, second, third = csv_file.read_text().splitlines()
+    short = ",".join(third.split(",")[:2])  # source and target only
+    csv_file.write_text("\n".join([header, "", first, "", "", second, short]) + "\n")
+
+    results = imported(csv_file)
+
+    assert failures(results) == []
+    assert [r[0].pair.meta["row"] for r in results] == [3, 6, 7]  # each record's own line
+    assert results[2][0].instruction is None and results[2][0].pair.category is None
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "no-such-codec"])
 def test_an_encoding_that_changes_ascii_or_does_not_exist_is_a_config_error(tmp_path, encoding):
     with pytest.raises(ValueError, match="encoding"):

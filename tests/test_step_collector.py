@@ -58,9 +58,7 @@ def test_each_batch_garbage_is_collected_and_what_the_step_keeps_is_set_aside(
     assert gc.get_threshold() == threshold
 
 
-def test_a_process_that_froze_objects_itself_keeps_them_frozen(
-    write_spec, ecap_registry, tmp_path
-):
+def test_a_process_that_froze_objects_itself_keeps_them_frozen(write_spec, ecap_registry, tmp_path):
     gc.freeze()
     try:
         spec = write_spec(
