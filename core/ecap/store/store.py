@@ -83,6 +83,12 @@ def _by_ids(record_type: str) -> Select[Any]:
     )
 
 
+#: The outputs of finished samples by cache key, as stored text (see :meth:`Store.finished`).
+_FINISHED = select(
+    tables.sample_results.c.cache_key, cast(tables.sample_results.c.outputs, Text)
+).where(tables.sample_results.c.cache_key.in_(bindparam("keys", expanding=True)))
+
+
 @functools.cache
 def _json_fields(record_type: str) -> frozenset[str]:
     from ..records import RECORD_TYPES
@@ -419,12 +425,11 @@ class Store:
         done: dict[str, list[dict[str, str]]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(cache_keys):
-                rows = conn.execute(
-                    select(
-                        tables.sample_results.c.cache_key, tables.sample_results.c.outputs
-                    ).where(tables.sample_results.c.cache_key.in_(chunk))
-                )
-                done.update({key: outputs for key, outputs in rows})
+                rows = conn.execute(_FINISHED, {"keys": list(chunk)}).all()
+                # One JSON document per chunk: decoding each row's refs alone cost more than
+                # finding the row (a step's cached samples are all looked up on every run).
+                refs = json.loads("[" + ",".join(outputs for _, outputs in rows) + "]")
+                done.update(zip((key for key, _ in rows), refs, strict=True))
         return done
 
     def save_batch(
