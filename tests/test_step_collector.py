@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Sequence
 
 from ecap.records import Item
+from ecap.store import Store
 from ecap.testing import FakeCaptioner, make_pairs, run_spec
 
 
@@ -72,3 +73,25 @@ def test_a_process_that_froze_objects_itself_keeps_them_frozen(write_spec, ecap_
         assert gc.get_freeze_count() > 0, "the step unfroze what it had not frozen"
     finally:
         gc.unfreeze()
+
+
+def test_reading_back_a_cached_step_leaves_the_collector_as_it_was_even_when_it_fails(
+    write_spec, ecap_registry, tmp_path, monkeypatch
+):
+    spec = write_spec(
+        f"""
+        steps:
+          pairs: {{source: csv, with: {{path: {make_pairs(tmp_path, 4)}}}}}
+        """
+    )
+    assert run_spec(spec).status == "complete"
+
+    def broken(self: Store, refs: object) -> list[Item]:
+        assert not gc.isenabled(), "the store read its records with passes running"
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(Store, "hydrate", broken)
+    result = run_spec(spec)
+
+    assert result.status == "failed" and "disk went away" in result.steps["pairs"].error
+    assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -14,10 +14,11 @@ Both the runner and ``ecap pipeline plan`` use this class, so a plan cannot disa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -80,7 +81,8 @@ class StepCollector:
     - after each batch is committed, a full pass collects whatever garbage the batch left (it
       walks only what was allocated since the last freeze), then what survived is frozen too;
     - between those, young passes run every :data:`GC_YOUNG_THRESHOLD` allocations instead of
-      every 700 (a plugin's garbage within a long batch is still collected as it goes).
+      every 700 (a plugin's garbage within a long batch is still collected as it goes);
+    - no passes at all while the store reads records back (:meth:`reading`).
 
     Nothing that is garbage at the end of a batch is frozen, so a model step's cyclic garbage
     (which may hold accelerator memory) waits at most until its batch ends. At the end of the
@@ -101,6 +103,23 @@ class StepCollector:
             gc.collect(1)
             gc.freeze()
         return self
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """No passes while the store reads back what earlier runs made (a step's cached items,
+        its finished samples' refs): records and refs hold no cycles, so no pass could free any
+        of it, and it lives until the step ends. It is frozen as read, without a pass (a pass
+        over 100,000 hydrated pairs costs about as much as the passes it saves). Nothing else
+        of the step runs meanwhile (no batch is in flight before or after the step's batches)."""
+        paused = self._freezes and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            yield
+        finally:
+            if paused:
+                gc.enable()
+                gc.freeze()
 
     def settle(self) -> None:
         """Collect what the last batch left behind, and set aside what it keeps."""
@@ -223,7 +242,8 @@ class StepExecution:
     def per_sample(self, items: list[Item]) -> tuple[StepOutcome, list[Item]]:
         inputs = self.inputs(items)
         self.counts["inputs"] = len(inputs)
-        finished = self.store.finished([i.cache_key for i in inputs])
+        with self.collector.reading():
+            finished = self.store.finished([i.cache_key for i in inputs])
         self.counts["cached"] = len(finished)
         todo = [i for i in inputs if i.cache_key not in finished]
         results: dict[str, list[Item]] = {}
@@ -246,7 +266,8 @@ class StepExecution:
     ) -> list[Item]:
         """The step's output items in input order, cached ones read back, fresh ones as made,
         after whatever decision the plugin takes over all of them (a filter's thresholds)."""
-        cached = iter(self.store.hydrate([ref for refs in finished.values() for ref in refs]))
+        with self.collector.reading():
+            cached = iter(self.store.hydrate([ref for refs in finished.values() for ref in refs]))
         by_key = {key: [next(cached) for _ in refs] for key, refs in finished.items()}
         by_key.update(fresh)
         produced = [item for i in inputs for item in by_key.get(i.cache_key, [])]
