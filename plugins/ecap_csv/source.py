@@ -201,8 +201,9 @@ class CsvSource(Source):
             if bad:
                 yield first, {"_error": bad[0]}
             elif values:  # a blank line is no record
-                data = dict(zip(header, values, strict=False))
-                yield first, data if len(data) == len(missing) else {**missing, **data}
+                data = dict(missing)
+                data.update(zip(header, values, strict=False))  # fields past the header dropped
+                yield first, data
             first = reader.line_num + 1
 
     def _stat(self, location: Any) -> list[int] | None:
@@ -385,9 +386,9 @@ def _lines(raw: io.BufferedIOBase, encoding: str, max_bytes: int) -> Iterator[_L
     still parse), and a line over ``max_bytes`` is skipped, not held in memory."""
     offset = 0
     number = 0
-    first_line, other_lines = encoding, _WITHOUT_BOM.get(codecs.lookup(encoding).name, encoding)
+    after_first = _WITHOUT_BOM.get(codecs.lookup(encoding).name, encoding)
     while data := raw.readline(max_bytes + 1):
-        encoding = first_line if number == 0 else other_lines
+        codec = encoding if number == 0 else after_first
         number += 1
         start, offset = offset, offset + len(data)
         if len(data) > max_bytes and not data.endswith(b"\n"):
@@ -397,11 +398,11 @@ def _lines(raw: io.BufferedIOBase, encoding: str, max_bytes: int) -> Iterator[_L
             yield _Line(number, "\n", f"line longer than max_row_bytes={max_bytes}")
             continue
         try:
-            yield _Line(number, data.decode(encoding))
+            yield _Line(number, data.decode(codec))
         except UnicodeDecodeError as exc:
             yield _Line(
                 number,
-                data.decode(encoding, errors="replace"),
+                data.decode(codec, errors="replace"),
                 f"byte offset {start + exc.start}: byte 0x{data[exc.start]:02x} is not valid "
                 f"{encoding} (set encoding: to the file's)",
             )

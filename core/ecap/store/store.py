@@ -83,10 +83,14 @@ def _by_ids(record_type: str) -> Select[Any]:
     )
 
 
-#: The outputs of finished samples by cache key, as stored text (see :meth:`Store.finished`).
-_FINISHED = select(
-    tables.sample_results.c.cache_key, cast(tables.sample_results.c.outputs, Text)
-).where(tables.sample_results.c.cache_key.in_(bindparam("keys", expanding=True)))
+@functools.cache
+def _finished_outputs() -> Select[Any]:
+    """``SELECT cache_key, outputs FROM sample_results WHERE cache_key IN (:keys)``, built once,
+    the outputs as their stored text (see :meth:`Store.finished`)."""
+    results = tables.sample_results.c
+    return select(results.cache_key, cast(results.outputs, Text)).where(
+        results.cache_key.in_(bindparam("keys", expanding=True))
+    )
 
 
 @functools.cache
@@ -425,7 +429,7 @@ class Store:
         done: dict[str, list[dict[str, str]]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(cache_keys):
-                rows = conn.execute(_FINISHED, {"keys": list(chunk)}).all()
+                rows = conn.execute(_finished_outputs(), {"keys": list(chunk)}).all()
                 # One JSON document per chunk: decoding each row's refs alone cost more than
                 # finding the row (a step's cached samples are all looked up on every run).
                 refs = json.loads("[" + ",".join(outputs for _, outputs in rows) + "]")
