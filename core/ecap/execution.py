@@ -91,9 +91,8 @@ class StepCollector:
     threshold changes. Training steps do not use this: they keep the interpreter's setting.
     """
 
-    def __init__(self) -> None:
-        self._threshold = gc.get_threshold()
-        self._freezes = False
+    _threshold: tuple[int, int, int]  # the interpreter's, while a step runs
+    _freezes = False  # whether this step freezes (the process froze nothing itself)
 
     def __enter__(self) -> StepCollector:
         self._threshold = gc.get_threshold()

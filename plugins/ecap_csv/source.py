@@ -186,7 +186,7 @@ class CsvSource(Source):
             raise EcapError(f"csv source: {self.file}: header: {bad[0]}")
         if not header:
             return
-        missing = dict.fromkeys(header)  # a short record's absent fields are None
+        unset = dict.fromkeys(header)  # every field, None until a record gives it
         first = reader.line_num + 1
         while True:
             try:
@@ -201,7 +201,7 @@ class CsvSource(Source):
             if bad:
                 yield first, {"_error": bad[0]}
             elif values:  # a blank line is no record
-                data = dict(missing)
+                data = dict(unset)
                 data.update(zip(header, values, strict=False))  # fields past the header dropped
                 yield first, data
             first = reader.line_num + 1
