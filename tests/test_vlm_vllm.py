@@ -588,8 +588,8 @@ def test_a_vllm_server_answers_the_openai_compatible_backend_as_the_offline_engi
     )
     served = served_by(vllm_server, [*requests, sampled], tmp_path)
     if not all(isinstance(g, Generation) for g in served) and vllm_server.exited():
-        # The server died under the test, which happened in about one full suite of five and
-        # never alone (cause not found): what it logged is kept, and it is asked once more.
+        # The server died under the test in two full suites (one of them in CI), never in a run
+        # of this file alone; the cause is not known. What it logged is kept, it is asked again.
         warnings.warn(f"the vLLM server died; started again:\n{vllm_server.state()}", stacklevel=1)
         vllm_server.start()
         served = served_by(vllm_server, [*requests, sampled], tmp_path)
