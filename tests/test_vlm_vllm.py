@@ -536,7 +536,7 @@ class Server:
         notable = [
             line
             for line in text.splitlines()
-            if any(word in line for word in ("ERROR", "Error", "Traceback", "died", "shutdown"))
+            if any(word in line for word in ("ERROR", "Traceback", "died", "shutdown"))
         ]
         return (
             f"the vLLM server is {running}; /health answers: {self.answers()}\n"
